@@ -1,0 +1,1 @@
+"""Data: the unified instruction format, the SynthEmo generator and clip loading."""
