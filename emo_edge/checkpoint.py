@@ -1,0 +1,99 @@
+"""Checkpoints carry their architecture: a directory with
+
+    config.yaml               the full ModelConfig
+    perception.safetensors    encoders, fusion, head, adapters
+    llm/                      the backbone (Hugging Face format) and its tokenizer, frozen after stage 0
+    lora/                     the LoRA adapter (peft format), saved apart from the backbone
+    meta.json                 how it was trained (preset, data, seed, steps, wall time)
+
+`default` names the shipped edge-small checkpoint inside the package.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+from typing import Any
+
+DEFAULT_CHECKPOINT = Path(__file__).parent / "default"
+CONFIG_FILE, PERCEPTION_FILE, LLM_DIR, LORA_DIR, META_FILE = (
+    "config.yaml", "perception.safetensors", "llm", "lora", "meta.json")
+
+
+def resolve(path: str | Path) -> Path:
+    """`default` or a checkpoint directory; FileNotFoundError naming what is missing."""
+    p = DEFAULT_CHECKPOINT if str(path) == "default" else Path(path)
+    if not p.is_dir():
+        raise FileNotFoundError(f"checkpoint {path}: no such directory")
+    for name in (CONFIG_FILE, PERCEPTION_FILE):
+        if not (p / name).is_file():
+            raise FileNotFoundError(f"checkpoint {p}: missing {name} (is this a finished emo-edge checkpoint?)")
+    return p
+
+
+def llm_dir(ckpt: Path, cfg_llm_path: str | None) -> Path:
+    if (ckpt / LLM_DIR / "config.json").is_file():
+        return ckpt / LLM_DIR
+    if cfg_llm_path:
+        return Path(cfg_llm_path)
+    raise FileNotFoundError(f"checkpoint {ckpt}: no {LLM_DIR}/ and no llm.path in its config")
+
+
+def save_perception(model: Any, out: Path) -> None:
+    from safetensors.torch import save_file
+
+    state = {k: v.detach().contiguous() for k, v in model.perception.state_dict().items()}
+    _atomic(out / PERCEPTION_FILE, lambda p: save_file(state, str(p)))
+
+
+def save_lora(model: Any, out: Path) -> None:
+    tmp = out / (LORA_DIR + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    model.llm.save_pretrained(str(tmp))
+    shutil.rmtree(out / LORA_DIR, ignore_errors=True)
+    tmp.rename(out / LORA_DIR)
+
+
+def save_meta(out: Path, meta: dict[str, Any]) -> None:
+    _atomic(out / META_FILE, lambda p: p.write_text(json.dumps(meta, indent=2, sort_keys=True)))
+
+
+def _atomic(path: Path, write: Any) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    write(tmp)
+    tmp.replace(path)
+
+
+def load_checkpoint(path: str | Path, merge: bool = False) -> Any:
+    """An EmotionLLM in eval mode; `merge=True` folds LoRA into the backbone (for export)."""
+    import torch
+    from peft import PeftModel
+    from safetensors.torch import load_file
+
+    from emo_edge.config import load_model_config
+    from emo_edge.model.mllm import EmotionLLM, load_llm
+    from emo_edge.model.tokenizer import Tokenizer
+
+    ckpt = resolve(path)
+    cfg = load_model_config(ckpt / CONFIG_FILE)
+    base = llm_dir(ckpt, cfg.llm.path)
+    llm = load_llm(base)
+    if (ckpt / LORA_DIR).is_dir():
+        llm = PeftModel.from_pretrained(llm, str(ckpt / LORA_DIR))
+        if merge:
+            llm = llm.merge_and_unload()
+    model = EmotionLLM(cfg, llm, Tokenizer(base))
+    state = load_file(str(ckpt / PERCEPTION_FILE))
+    missing, unexpected = model.perception.load_state_dict(state, strict=False)
+    if missing or unexpected:
+        raise ValueError(f"checkpoint {ckpt}: perception weights do not match its config "
+                         f"(missing {missing[:3]}, unexpected {unexpected[:3]})")
+    model.eval()
+    torch.set_grad_enabled(False)
+    return model
+
+
+def read_meta(path: str | Path) -> dict[str, Any]:
+    p = resolve(path) / META_FILE
+    return json.loads(p.read_text()) if p.is_file() else {}

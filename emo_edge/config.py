@@ -1,0 +1,272 @@
+"""Configuration: nested dataclasses with CPU-friendly defaults; presets are YAML data files.
+
+A checkpoint stores the full `ModelConfig` next to its weights, so loading needs no code edits.
+Every `__post_init__` rejects impossible combinations and names the offending field.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+import yaml
+
+PRESET_DIR = Path(__file__).parent / "presets"
+MODALITIES: tuple[str, ...] = ("video", "audio", "text")  # what a user can switch off at eval time
+STREAMS: tuple[str, ...] = ("fusion", "image", "video", "audio")  # LLM token streams, in splice order
+
+
+@dataclass
+class FrontendConfig:
+    """Preprocessing shared by training and the runtime (numpy only)."""
+
+    sample_rate: int = 16000  # Hz; input audio must already be at this rate
+    n_fft: int = 400  # samples (25 ms at 16 kHz)
+    hop_length: int = 160  # samples (10 ms at 16 kHz)
+    n_mels: int = 64
+    window_seconds: float = 4.0  # audio (and video) window length, seconds
+    n_frames: int = 8  # frames sampled uniformly over the window for the temporal view
+    frame_size: int = 64  # px, square side of temporal-view frames
+    image_size: int = 112  # px, square side of the peak frame (spatial view)
+
+    def __post_init__(self) -> None:
+        if self.hop_length <= 0 or self.n_fft < self.hop_length:
+            raise ValueError(f"frontend: need 0 < hop_length <= n_fft, got hop_length={self.hop_length} n_fft={self.n_fft}")
+        if self.n_frames < 1:
+            raise ValueError(f"frontend.n_frames must be >= 1, got {self.n_frames}")
+
+    @property
+    def n_samples(self) -> int:
+        return int(round(self.window_seconds * self.sample_rate))
+
+    @property
+    def n_mel_frames(self) -> int:
+        return self.n_samples // self.hop_length + 1
+
+
+@dataclass
+class ViTConfig:
+    """A plain ViT (pre-norm) used for the image view and, per frame, the temporal view."""
+
+    patch: int = 16  # px
+    width: int = 128
+    depth: int = 4
+    heads: int = 4
+    mlp_ratio: float = 4.0
+
+    def __post_init__(self) -> None:
+        if self.width % self.heads:
+            raise ValueError(f"width {self.width} is not divisible by heads {self.heads}")
+
+
+@dataclass
+class VideoEncoderConfig:
+    frame: ViTConfig = field(default_factory=lambda: ViTConfig(depth=2))
+    temporal_depth: int = 2  # transformer layers over time
+    tokens_per_frame: int = 1  # each frame's patch tokens are pooled to this many
+
+
+@dataclass
+class AudioEncoderConfig:
+    """Whisper-style: two Conv1d over log-mel (the second strided), then a transformer."""
+
+    width: int = 128
+    depth: int = 3
+    heads: int = 4
+    mlp_ratio: float = 4.0
+    downsample: int = 4  # total time stride of the conv stem (2 or 4)
+
+    def __post_init__(self) -> None:
+        if self.width % self.heads:
+            raise ValueError(f"audio_encoder.width {self.width} is not divisible by heads {self.heads}")
+        if self.downsample not in (2, 4):
+            raise ValueError(f"audio_encoder.downsample must be 2 or 4, got {self.downsample}")
+
+
+@dataclass
+class FusionConfig:
+    """Conv-Attention pre-fusion."""
+
+    dim: int = 128  # common width the modalities are projected to
+    n_tokens: int = 16  # fusion tokens (each modality is resampled to this many positions)
+    attn_hidden: int = 128  # hidden width of the attention-branch MLP
+    n_blocks: int = 2  # residual [Conv1d k=3 + Swish] blocks in the conv branch
+
+
+@dataclass
+class HeadConfig:
+    """The fast head: label logits + (valence, arousal) from the fusion tokens."""
+
+    hidden: int = 128
+    dropout: float = 0.1
+
+
+@dataclass
+class LLMConfig:
+    """The causal LM. `path` (a local Hugging Face directory) wins over the shape fields."""
+
+    path: str | None = None
+    hidden: int = 256
+    layers: int = 4
+    heads: int = 4
+    kv_heads: int = 4
+    intermediate: int = 768
+    vocab_size: int = 1024
+    max_position: int = 512
+    rope_theta: float = 10000.0
+
+    def __post_init__(self) -> None:
+        if self.path is None and (self.hidden % self.heads or self.heads % self.kv_heads):
+            raise ValueError(f"llm: hidden {self.hidden}, heads {self.heads}, kv_heads {self.kv_heads} must divide evenly")
+
+
+@dataclass
+class LoRAConfig:
+    r: int = 16
+    alpha: int = 16
+    dropout: float = 0.05
+    targets: list[str] = field(default_factory=lambda: ["q_proj", "v_proj"])
+
+
+@dataclass
+class TokenBudget:
+    """LLM tokens per stream; 0 leaves a stream out. Spliced as [fusion | image | video | audio]."""
+
+    fusion: int = 16
+    image: int = 16
+    video: int = 8
+    audio: int = 8
+
+    def __post_init__(self) -> None:
+        for name in STREAMS:
+            if getattr(self, name) < 0:
+                raise ValueError(f"tokens.{name} must be >= 0, got {getattr(self, name)}")
+        if self.total == 0:
+            raise ValueError("tokens: the budget is empty; give at least one stream a token")
+        if self.image and math.isqrt(self.image) ** 2 != self.image:
+            raise ValueError(f"tokens.image must be a square number (a pooled grid), got {self.image}")
+
+    @property
+    def total(self) -> int:
+        return sum(getattr(self, name) for name in STREAMS)
+
+
+@dataclass
+class ModelConfig:
+    name: str = "edge-small"
+    frontend: FrontendConfig = field(default_factory=FrontendConfig)
+    image_encoder: ViTConfig = field(default_factory=ViTConfig)
+    video_encoder: VideoEncoderConfig = field(default_factory=VideoEncoderConfig)
+    audio_encoder: AudioEncoderConfig = field(default_factory=AudioEncoderConfig)
+    fusion: FusionConfig = field(default_factory=FusionConfig)
+    head: HeadConfig = field(default_factory=HeadConfig)
+    llm: LLMConfig = field(default_factory=LLMConfig)
+    lora: LoRAConfig = field(default_factory=LoRAConfig)
+    tokens: TokenBudget = field(default_factory=TokenBudget)
+
+    def __post_init__(self) -> None:
+        fe = self.frontend
+        for name, size in (("image_size", fe.image_size), ("frame_size", fe.frame_size)):
+            patch = self.image_encoder.patch if name == "image_size" else self.video_encoder.frame.patch
+            if size % patch:
+                raise ValueError(f"frontend.{name}={size} is not divisible by the patch size {patch}")
+        grid = fe.image_size // self.image_encoder.patch
+        if self.tokens.image > grid * grid:
+            raise ValueError(f"tokens.image={self.tokens.image} exceeds the image encoder's {grid}x{grid} patch grid")
+        if self.tokens.video > fe.n_frames * self.video_encoder.tokens_per_frame:
+            raise ValueError(
+                f"tokens.video={self.tokens.video} exceeds n_frames*tokens_per_frame="
+                f"{fe.n_frames * self.video_encoder.tokens_per_frame}"
+            )
+
+
+@dataclass
+class TrainConfig:
+    """Training schedule: stage 0 (LM pretraining), 1 (perception), 2 (cognition)."""
+
+    seed: int = 0
+    batch_size: int = 32
+    lm_steps: int = 600  # stage 0
+    perception_steps: int = 800  # stage 1
+    cognition_steps: int = 1000  # stage 2
+    lm_lr: float = 2e-3
+    lr: float = 1e-3  # encoders, fusion, adapters, head
+    lora_lr: float = 1e-3
+    weight_decay: float = 0.01
+    warmup_steps: int = 50
+    grad_clip: float = 1.0
+    head_weight: float = 1.0  # weight of the fast head's loss next to the LM loss
+    drop_video: float = 0.15  # modality dropout probabilities (never both video and audio)
+    drop_audio: float = 0.15
+    drop_text: float = 0.3
+    eval_every: int = 200
+    log_every: int = 20
+    threads: int = 2
+
+
+@dataclass
+class Preset:
+    model: ModelConfig = field(default_factory=ModelConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+
+T = TypeVar("T")
+
+
+def from_dict(cls: type[T], data: dict[str, Any] | None, where: str = "") -> T:
+    """Build dataclass `cls` from nested dicts; unknown keys raise naming the valid ones."""
+    data = data or {}
+    fields = {f.name: f for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+    unknown = set(data) - set(fields)
+    if unknown:
+        raise ValueError(f"{where or cls.__name__}: unknown key(s) {sorted(unknown)}; valid: {sorted(fields)}")
+    kwargs = {}
+    for name, value in data.items():
+        ftype = fields[name].type
+        sub = _dataclass_for(ftype)
+        kwargs[name] = from_dict(sub, value, f"{where}.{name}".strip(".")) if sub and isinstance(value, dict) else value
+    return cls(**kwargs)
+
+
+def _dataclass_for(type_name: Any) -> type | None:
+    name = type_name if isinstance(type_name, str) else getattr(type_name, "__name__", "")
+    return _BY_NAME.get(name)
+
+
+_BY_NAME = {
+    c.__name__: c
+    for c in (
+        FrontendConfig, ViTConfig, VideoEncoderConfig, AudioEncoderConfig, FusionConfig, HeadConfig,
+        LLMConfig, LoRAConfig, TokenBudget, ModelConfig, TrainConfig, Preset,
+    )
+}
+
+
+def to_dict(obj: Any) -> dict[str, Any]:
+    return dataclasses.asdict(obj)
+
+
+def list_presets() -> list[str]:
+    return sorted(p.stem for p in PRESET_DIR.glob("*.yaml"))
+
+
+def load_preset(name_or_path: str | Path) -> Preset:
+    """A preset by name (`tiny`, `edge-small`, `paper`) or a path to a YAML file."""
+    path = Path(name_or_path)
+    if not path.suffix:
+        path = PRESET_DIR / f"{name_or_path}.yaml"
+    if not path.is_file():
+        raise ValueError(f"unknown preset {str(name_or_path)!r}; available: {', '.join(list_presets())} or a YAML path")
+    data = yaml.safe_load(path.read_text()) or {}
+    return from_dict(Preset, data, where=path.name)
+
+
+def save_yaml(obj: Any, path: str | Path) -> None:
+    Path(path).write_text(yaml.safe_dump(to_dict(obj), sort_keys=False))
+
+
+def load_model_config(path: str | Path) -> ModelConfig:
+    return from_dict(ModelConfig, yaml.safe_load(Path(path).read_text()), where=str(path))

@@ -1,0 +1,157 @@
+"""The multimodal LM: perception tokens spliced into a LLaMA-family causal LM (frozen + LoRA).
+
+Sequence layout per sample: [BOS] PREFIX <multimodal tokens> suffix [answer EOS]. Tokens of a
+missing modality are masked out of attention and take no position (positions are the running
+count of attended tokens), which is what the llama.cpp runtime reproduces by not feeding them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from emo_edge.config import LLMConfig, LoRAConfig, ModelConfig
+from emo_edge.model.perception import Perception
+from emo_edge.model.tokenizer import Tokenizer
+from emo_edge.prompts import PREFIX
+
+MM_ID = -1  # placeholder id marking multimodal slots before the scatter
+IGNORE = -100  # label id ignored by the loss
+
+
+def build_llm(cfg: LLMConfig, tok: Tokenizer | None = None) -> nn.Module:
+    """A fresh LLaMA with the configured shapes; vocabulary and special ids from `tok` when given."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    ids = {"bos_token_id": tok.bos_id, "eos_token_id": tok.eos_id, "pad_token_id": tok.pad_id} if tok else {}
+    config = LlamaConfig(
+        vocab_size=tok.vocab_size if tok else cfg.vocab_size, hidden_size=cfg.hidden,
+        intermediate_size=cfg.intermediate, num_hidden_layers=cfg.layers, num_attention_heads=cfg.heads,
+        num_key_value_heads=cfg.kv_heads, max_position_embeddings=cfg.max_position, tie_word_embeddings=False,
+        attn_implementation="sdpa", **ids,
+    )
+    return LlamaForCausalLM(config)
+
+
+def load_llm(path: str | Path) -> nn.Module:
+    from transformers import AutoModelForCausalLM
+
+    path = Path(path)
+    if not (path / "config.json").is_file():
+        raise FileNotFoundError(f"{path}: not a Hugging Face model directory (no config.json)")
+    return AutoModelForCausalLM.from_pretrained(str(path), dtype=torch.float32, attn_implementation="sdpa")
+
+
+def add_lora(llm: nn.Module, cfg: LoRAConfig) -> nn.Module:
+    """Freeze the backbone and wrap it with LoRA adapters (peft)."""
+    from peft import LoraConfig, get_peft_model
+
+    for p in llm.parameters():
+        p.requires_grad_(False)
+    lora = LoraConfig(r=cfg.r, lora_alpha=cfg.alpha, lora_dropout=cfg.dropout, target_modules=list(cfg.targets),
+                      bias="none")
+    return get_peft_model(llm, lora)
+
+
+@dataclass
+class Batch:
+    """Perception inputs (float32) and the text side of a batch."""
+
+    image: torch.Tensor  # (B, 3, S, S) in [0, 1]
+    frames: torch.Tensor  # (B, T, 3, s, s) in [0, 1]
+    mel: torch.Tensor  # (B, n_mels, F)
+    present: torch.Tensor  # (B, 3) over (image, video, audio); image and video share the video flag
+    suffixes: list[str]  # text after the multimodal tokens
+    answers: list[str] | None = None  # training targets (None when generating)
+
+
+class EmotionLLM(nn.Module):
+    def __init__(self, cfg: ModelConfig, llm: nn.Module, tok: Tokenizer):
+        super().__init__()
+        self.cfg, self.llm, self.tok = cfg, llm, tok
+        self.perception = Perception(cfg, llm.get_input_embeddings().embedding_dim)
+        self._prefix_ids = [tok.bos_id, *tok.encode(PREFIX)] if tok.bos_id is not None else tok.encode(PREFIX)
+
+    # -- sequence assembly ------------------------------------------------------------------
+    def sequence_ids(self, suffix: str, answer: str | None) -> tuple[list[int], list[int]]:
+        """Token ids with MM_ID slots, and the matching labels (IGNORE outside the answer)."""
+        n_mm = self.cfg.tokens.total
+        ids = [*self._prefix_ids, *([MM_ID] * n_mm), *self.tok.encode(suffix)]
+        labels = [IGNORE] * len(ids)
+        if answer is not None:
+            ans = [*self.tok.encode(answer), self.tok.eos_id]
+            ids, labels = ids + ans, labels + ans
+        return ids, labels
+
+    def assemble(
+        self, mm: torch.Tensor, mm_mask: torch.Tensor, suffixes: list[str], answers: list[str] | None,
+        left_pad: bool = False,
+    ) -> dict[str, torch.Tensor]:
+        """inputs_embeds, attention_mask, position_ids (and labels) for the LLM."""
+        b, n_mm, _ = mm.shape
+        seqs = [self.sequence_ids(s, None if answers is None else answers[i]) for i, s in enumerate(suffixes)]
+        length = max(len(ids) for ids, _ in seqs)
+        ids = torch.full((b, length), self.tok.pad_id, dtype=torch.long)
+        labels = torch.full((b, length), IGNORE, dtype=torch.long)
+        mask = torch.zeros((b, length), dtype=mm_mask.dtype)
+        for i, (s_ids, s_lab) in enumerate(seqs):
+            sl = slice(length - len(s_ids), length) if left_pad else slice(0, len(s_ids))
+            ids[i, sl], labels[i, sl], mask[i, sl] = torch.tensor(s_ids), torch.tensor(s_lab), 1
+        slots = ids == MM_ID
+        n_slots = int(slots.sum())
+        if n_slots != mm_mask.numel():
+            raise ValueError(f"multimodal token count mismatch: {n_slots} placeholder slots, {mm_mask.numel()} tokens")
+        embeds = self.llm.get_input_embeddings()(ids.clamp(min=0))
+        embeds = embeds.masked_scatter(slots[..., None], mm.to(embeds.dtype))
+        mask = mask.masked_scatter(slots, mm_mask)
+        position_ids = (mask.cumsum(dim=1) - 1).clamp(min=0).long()
+        return {"inputs_embeds": embeds, "attention_mask": mask.long(), "position_ids": position_ids,
+                "labels": labels}
+
+    # -- training forward --------------------------------------------------------------------
+    def forward(self, batch: Batch) -> dict[str, torch.Tensor]:
+        """LM loss over answer tokens plus the fast head's outputs."""
+        p = self.perception(batch.image, batch.frames, batch.mel, batch.present)
+        inputs = self.assemble(p["tokens"], p["token_mask"], batch.suffixes, batch.answers)
+        labels = inputs.pop("labels")
+        logits = self.llm(**inputs).logits[:, :-1]
+        target = labels[:, 1:]
+        lm_loss = nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), target.reshape(-1),
+                                              ignore_index=IGNORE)
+        return {"lm_loss": lm_loss, "logits": p["logits"], "va": p["va"]}
+
+    # -- greedy generation -------------------------------------------------------------------
+    @torch.no_grad()
+    def generate(self, batch: Batch, max_new_tokens: int = 64, perception: dict | None = None) -> list[str]:
+        """Greedy answers for each sample (KV-cached)."""
+        from transformers import DynamicCache
+
+        p = perception or self.perception(batch.image, batch.frames, batch.mel, batch.present)
+        inputs = self.assemble(p["tokens"], p["token_mask"], batch.suffixes, None, left_pad=True)
+        inputs.pop("labels")
+        mask, pos = inputs["attention_mask"], inputs["position_ids"]
+        cache = DynamicCache()
+        out = self.llm(**inputs, cache=cache, use_cache=True)
+        b = mask.shape[0]
+        done = torch.zeros(b, dtype=torch.bool)
+        tokens: list[list[int]] = [[] for _ in range(b)]
+        next_pos = pos[:, -1:] + 1
+        for _ in range(max_new_tokens):
+            nxt = out.logits[:, -1].argmax(dim=-1)  # (B,)
+            for i in range(b):
+                if not done[i]:
+                    if nxt[i].item() == self.tok.eos_id:
+                        done[i] = True
+                    else:
+                        tokens[i].append(int(nxt[i]))
+            if bool(done.all()):
+                break
+            mask = torch.cat([mask, torch.ones((b, 1), dtype=mask.dtype)], dim=1)
+            emb = self.llm.get_input_embeddings()(nxt[:, None])
+            out = self.llm(inputs_embeds=emb, attention_mask=mask, position_ids=next_pos, cache=cache,
+                           use_cache=True)
+            next_pos = next_pos + 1
+        return [self.tok.decode(t).strip() for t in tokens]

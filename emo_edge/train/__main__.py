@@ -1,0 +1,3 @@
+from emo_edge.train.loop import main
+
+main()

@@ -1,0 +1,361 @@
+"""The training loop: stage 0 pretrains the small LLaMA on our instruction text; stages 1
+(perception: emotion, audio, image) and 2 (cognition: emotion, reason, think) freeze it and train
+encoders, fusion, adapters, the fast head and LoRA.
+
+One loop for every stage and device; under `torchrun` it runs as DDP (gloo on CPU, NCCL on GPU):
+every rank starts from the same weights, sees its own batches, and gradients are averaged.
+`main(argv=None)` lets a test run it in-process on tiny data.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import random
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from rich.console import Console
+
+from emo_edge import checkpoint as ck
+from emo_edge.config import ModelConfig, Preset, TrainConfig, load_preset, save_yaml
+from emo_edge.data.features import FeatureSet, load_features
+from emo_edge.data.schema import find_split, read_jsonl
+from emo_edge.eval.metrics import parse_label
+from emo_edge.labels import LABELS
+from emo_edge.model.inputs import to_batch
+from emo_edge.model.mllm import EmotionLLM, add_lora, build_llm, load_llm
+from emo_edge.model.tokenizer import Tokenizer, train_sentencepiece
+from emo_edge.prompts import text_only
+
+STAGE_TASKS: dict[int, dict[str, float]] = {
+    1: {"emotion": 0.4, "audio": 0.3, "image": 0.3},
+    2: {"emotion": 0.3, "reason": 0.4, "think": 0.3},
+}
+STATE_FILE = "train_state.pt"
+console = Console()
+
+
+# ---------------------------------------------------------------------------------------------
+# distributed helpers
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Dist:
+    rank: int = 0
+    world: int = 1
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+
+def init_dist() -> Dist:
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world > 1 and not dist.is_initialized():
+        dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+    return Dist(int(os.environ.get("RANK", "0")), world)
+
+
+def barrier(d: Dist) -> None:
+    if d.world > 1:
+        dist.barrier()
+
+
+def average_grads(params: list[torch.nn.Parameter], d: Dist) -> None:
+    """All-reduce mean of gradients (plain DDP semantics, without wrapping HF/peft modules)."""
+    if d.world == 1:
+        return
+    for p in params:
+        if p.grad is None:
+            p.grad = torch.zeros_like(p)
+        dist.all_reduce(p.grad, op=dist.ReduceOp.SUM)
+        p.grad /= d.world
+
+
+def broadcast_params(params: list[torch.nn.Parameter], d: Dist) -> None:
+    if d.world > 1:
+        for p in params:
+            dist.broadcast(p.data, src=0)
+
+
+# ---------------------------------------------------------------------------------------------
+# schedule and logging
+# ---------------------------------------------------------------------------------------------
+
+
+def lr_at(step: int, total: int, peak: float, warmup: int) -> float:
+    """Linear warm-up then cosine decay to 10 % of the peak."""
+    if step < warmup:
+        return peak * (step + 1) / warmup
+    progress = (step - warmup) / max(1, total - warmup)
+    return peak * (0.1 + 0.9 * 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress))))
+
+
+def log(out: Path, d: Dist, row: dict) -> None:
+    if not d.main:
+        return
+    with (out / "log.jsonl").open("a") as f:
+        f.write(json.dumps(row) + "\n")
+    console.print(" ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in row.items()))
+
+
+def optimizer_for(groups: list[tuple[list[torch.nn.Parameter], float]], tc: TrainConfig) -> torch.optim.AdamW:
+    return torch.optim.AdamW([{"params": p, "lr": lr, "peak": lr} for p, lr in groups if p],
+                             weight_decay=tc.weight_decay, betas=(0.9, 0.98))
+
+
+def clip_and_step(opt: torch.optim.Optimizer, params: list, step: int, total: int, tc: TrainConfig) -> float:
+    norm = float(torch.nn.utils.clip_grad_norm_(params, tc.grad_clip))
+    for g in opt.param_groups:
+        g["lr"] = lr_at(step, total, g["peak"], tc.warmup_steps)
+    opt.step()
+    opt.zero_grad(set_to_none=True)
+    return norm
+
+
+# ---------------------------------------------------------------------------------------------
+# stage 0: tokenizer and language-model pretraining on the instruction text
+# ---------------------------------------------------------------------------------------------
+
+
+def corpus_lines(jsonl: Path) -> list[str]:
+    """Every task's answer in the prompt format, with and without the subtitle, plus the subtitles."""
+    lines = []
+    for r in read_jsonl(jsonl):
+        lines.append(r.subtitle)
+        for task, answer in r.targets.items():
+            lines.append(text_only(task, r.subtitle, answer))
+            lines.append(text_only(task, None, answer))
+    return lines
+
+
+def stage0(cfg: ModelConfig, tc: TrainConfig, data: Path, out: Path, d: Dist, progress: bool) -> None:
+    llm_out = out / ck.LLM_DIR
+    lines = corpus_lines(find_split(data, "train"))
+    if d.main:
+        tok = train_sentencepiece(lines, llm_out, cfg.llm.vocab_size)
+    barrier(d)
+    tok = Tokenizer(llm_out)
+    torch.manual_seed(tc.seed)
+    llm = build_llm(cfg.llm, tok)
+    params = [p for p in llm.parameters() if p.requires_grad]
+    broadcast_params(params, d)
+    opt = optimizer_for([(params, tc.lm_lr)], tc)
+    encoded = [[tok.bos_id, *tok.encode(s), tok.eos_id] for s in lines]
+    rng = random.Random(tc.seed * 1000 + d.rank)
+    t0 = time.time()
+    for step in range(tc.lm_steps):
+        seqs = [encoded[rng.randrange(len(encoded))] for _ in range(tc.batch_size)]
+        length = max(map(len, seqs))
+        ids = torch.full((len(seqs), length), tok.pad_id)
+        mask = torch.zeros_like(ids)
+        for i, s in enumerate(seqs):
+            ids[i, : len(s)], mask[i, : len(s)] = torch.tensor(s), 1
+        labels = ids.masked_fill(mask == 0, -100)
+        loss = llm(input_ids=ids, attention_mask=mask, labels=labels).loss
+        loss.backward()
+        average_grads(params, d)
+        norm = clip_and_step(opt, params, step, tc.lm_steps, tc)
+        if step % tc.log_every == 0 or step == tc.lm_steps - 1:
+            log(out, d, {"stage": 0, "step": step, "lm_loss": loss.item(), "grad_norm": norm,
+                         "elapsed_s": round(time.time() - t0, 1)})
+    if d.main:
+        llm.save_pretrained(str(llm_out))
+    barrier(d)
+
+
+# ---------------------------------------------------------------------------------------------
+# stages 1 and 2: the curriculum
+# ---------------------------------------------------------------------------------------------
+
+
+def sample_batch(fs: FeatureSet, idx: np.ndarray, stage: int, tc: TrainConfig, rng: np.random.Generator):
+    """Batch with modality dropout and per-sample tasks drawn from the stage's task mix."""
+    b = len(idx)
+    u = rng.random(b)
+    video_on = ~(u < tc.drop_video)
+    audio_on = ~((u >= tc.drop_video) & (u < tc.drop_video + tc.drop_audio))  # never both off
+    text_on = rng.random(b) >= tc.drop_text
+    mix = STAGE_TASKS[stage]
+    tasks = []
+    for i in range(b):
+        allowed = {t: w for t, w in mix.items()
+                   if not (t == "audio" and not audio_on[i]) and not (t == "image" and not video_on[i])}
+        names = list(allowed)
+        tasks.append(names[rng.choice(len(names), p=np.array(list(allowed.values())) / sum(allowed.values()))])
+    recs = [fs.records[i] for i in idx]
+    batch = to_batch(fs.frames[idx], fs.image[idx], fs.mel[idx], video_on, audio_on, tasks,
+                     [r.subtitle if t else None for r, t in zip(recs, text_on, strict=True)],
+                     [r.targets[t] for r, t in zip(recs, tasks, strict=True)])
+    return batch, torch.from_numpy(fs.labels[idx]), torch.from_numpy(fs.va[idx])
+
+
+@torch.no_grad()
+def validate(model: EmotionLLM, fs: FeatureSet, n_llm: int = 48) -> dict[str, float]:
+    """Head accuracy on the whole split and LLM emotion accuracy on its first n_llm clips."""
+    model.eval()
+    correct, llm_correct = 0, 0
+    for s in range(0, len(fs), 64):
+        idx = np.arange(s, min(s + 64, len(fs)))
+        on = np.ones(len(idx), bool)
+        batch = to_batch(fs.frames[idx], fs.image[idx], fs.mel[idx], on, on, ["emotion"] * len(idx),
+                         [fs.records[i].subtitle for i in idx])
+        p = model.perception(batch.image, batch.frames, batch.mel, batch.present)
+        correct += int((p["logits"].argmax(-1).numpy() == fs.labels[idx]).sum())
+        if s < n_llm:
+            answers = model.generate(batch, max_new_tokens=4, perception=p)
+            llm_correct += sum(parse_label(a) == LABELS[fs.labels[i]] for a, i in zip(answers, idx, strict=True))
+    model.train()
+    return {"val_head_acc": correct / len(fs), "val_llm_acc": llm_correct / min(n_llm, len(fs))}
+
+
+def build_model(cfg: ModelConfig, out: Path, resume_lora: bool) -> EmotionLLM:
+    from peft import PeftModel
+    from safetensors.torch import load_file
+
+    base = load_llm(out / ck.LLM_DIR)
+    if resume_lora and (out / ck.LORA_DIR).is_dir():
+        for p in base.parameters():
+            p.requires_grad_(False)
+        llm = PeftModel.from_pretrained(base, str(out / ck.LORA_DIR), is_trainable=True)
+    else:
+        llm = add_lora(base, cfg.lora)
+    model = EmotionLLM(cfg, llm, Tokenizer(out / ck.LLM_DIR))
+    if resume_lora and (out / ck.PERCEPTION_FILE).is_file():
+        model.perception.load_state_dict(load_file(str(out / ck.PERCEPTION_FILE)))
+    return model
+
+
+def save_all(model: EmotionLLM, out: Path, d: Dist, state: dict) -> None:
+    if not d.main:
+        return
+    ck.save_perception(model, out)
+    ck.save_lora(model, out)
+    torch.save(state, out / STATE_FILE)
+
+
+def curriculum_stage(
+    stage: int, model: EmotionLLM, train: FeatureSet, val: FeatureSet, tc: TrainConfig, out: Path, d: Dist,
+    start_step: int = 0, opt_state: dict | None = None,
+) -> None:
+    total = tc.perception_steps if stage == 1 else tc.cognition_steps
+    perc = [p for p in model.perception.parameters() if p.requires_grad]
+    lora = [p for p in model.llm.parameters() if p.requires_grad]
+    params = perc + lora
+    opt = optimizer_for([(perc, tc.lr), (lora, tc.lora_lr)], tc)
+    if opt_state:
+        opt.load_state_dict(opt_state)
+    rng = np.random.default_rng([tc.seed, stage, d.rank, start_step])
+    model.train()
+    t0 = time.time()
+    for step in range(start_step, total):
+        batch, labels, va = sample_batch(train, rng.choice(len(train), tc.batch_size), stage, tc, rng)
+        out_ = model(batch)
+        head_loss = torch.nn.functional.cross_entropy(out_["logits"], labels)
+        head_loss = head_loss + torch.nn.functional.mse_loss(out_["va"], va)
+        loss = out_["lm_loss"] + tc.head_weight * head_loss
+        loss.backward()
+        average_grads(params, d)
+        norm = clip_and_step(opt, params, step, total, tc)
+        if step % tc.log_every == 0 or step == total - 1:
+            log(out, d, {"stage": stage, "step": step, "lm_loss": out_["lm_loss"].item(), "head_loss": head_loss.item(),
+                         "grad_norm": norm, "elapsed_s": round(time.time() - t0, 1)})
+        last = step == total - 1
+        if (step + 1) % tc.eval_every == 0 or last:
+            if d.main:
+                log(out, d, {"stage": stage, "step": step, **validate(model, val)})
+            save_all(model, out, d, {"stage": stage, "step": step + 1, "optimizer": opt.state_dict()})
+            barrier(d)
+
+
+# ---------------------------------------------------------------------------------------------
+# entry point
+# ---------------------------------------------------------------------------------------------
+
+
+def train(
+    preset: str | Path, data: str | Path, out: str | Path, stages: tuple[int, ...] = (0, 1, 2), resume: bool = False,
+    seed: int | None = None, progress: bool = True, overrides: dict | None = None,
+) -> Path:
+    """Train a checkpoint into `out`; returns its path."""
+    d = init_dist()
+    p: Preset = load_preset(preset)
+    tc, cfg = p.train, p.model
+    for k, v in (overrides or {}).items():
+        setattr(tc, k, v)
+    if seed is not None:
+        tc.seed = seed
+    torch.set_num_threads(max(1, tc.threads // d.world))
+    out, data = Path(out), Path(data)
+    out.mkdir(parents=True, exist_ok=True)
+    state = torch.load(out / STATE_FILE, weights_only=False) if resume and (out / STATE_FILE).is_file() else None
+    t_start = time.time()
+    if 0 in stages and not (resume and (out / ck.LLM_DIR / "config.json").is_file()):
+        stage0(cfg, tc, data, out, d, progress)
+    cfg.llm.vocab_size = Tokenizer(out / ck.LLM_DIR).vocab_size
+    if d.main:
+        save_yaml(cfg, out / ck.CONFIG_FILE)
+    cur = [s for s in stages if s in (1, 2)]
+    if cur:
+        train_fs = load_features(find_split(data, "train"), cfg.frontend, progress=progress and d.main)
+        val_fs = load_features(find_split(data, "val"), cfg.frontend, progress=progress and d.main)
+        for fs in (train_fs, val_fs):
+            if fs.bad and d.main:
+                console.print(f"[yellow]skipped {len(fs.bad)} bad clip(s):[/] " + "; ".join(fs.bad[:5]))
+        torch.manual_seed(tc.seed)
+        model = build_model(cfg, out, resume_lora=state is not None or 1 not in cur)
+        broadcast_params([q for q in model.parameters() if q.requires_grad], d)
+        for stage in cur:
+            start, opt_state = 0, None
+            if state is not None:
+                if state["stage"] > stage or (state["stage"] == stage and state["step"] >= _total(tc, stage)):
+                    continue
+                if state["stage"] == stage:
+                    start, opt_state = state["step"], state["optimizer"]
+            curriculum_stage(stage, model, train_fs, val_fs, tc, out, d, start, opt_state)
+            state = None
+    if d.main:
+        prev = json.loads((out / ck.META_FILE).read_text()) if (out / ck.META_FILE).is_file() else {}
+        ck.save_meta(out, {**prev, "preset": str(preset), "data": str(data), "seed": tc.seed,
+                           "stages_run": list(stages), "train": tc.__dict__,
+                           "wall_s": prev.get("wall_s", 0) + round(time.time() - t_start, 1),
+                           "world_size": d.world})
+    barrier(d)
+    return out
+
+
+def _total(tc: TrainConfig, stage: int) -> int:
+    return tc.perception_steps if stage == 1 else tc.cognition_steps
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(prog="python -m emo_edge.train", description="Train (also under torchrun).")
+    ap.add_argument("--preset", default="edge-small")
+    ap.add_argument("--data", required=True)
+    ap.add_argument("--out", required=True)
+    ap.add_argument("--stages", default="0,1,2")
+    ap.add_argument("--resume", action="store_true")
+    ap.add_argument("--seed", type=int)
+    ap.add_argument("--set", action="append", default=[], help="train overrides KEY=VALUE (e.g. lm_steps=10)")
+    a = ap.parse_args(argv)
+    overrides = {k: _num(v) for k, v in (s.split("=", 1) for s in a.set)}
+    train(a.preset, a.data, a.out, tuple(int(s) for s in a.stages.split(",")), a.resume, a.seed, overrides=overrides)
+    if dist.is_initialized():
+        dist.destroy_process_group()
+
+
+def _num(v: str) -> int | float | str:
+    for cast in (int, float):
+        try:
+            return cast(v)
+        except ValueError:
+            pass
+    return v
