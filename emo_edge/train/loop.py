@@ -80,6 +80,16 @@ def average_grads(params: list[torch.nn.Parameter], d: Dist) -> None:
         p.grad /= d.world
 
 
+def param_checksums(params: list[torch.nn.Parameter], d: Dist) -> list[float]:
+    """Every rank's sum of |trainable parameters| (float64): equal across ranks when DDP is in sync."""
+    mine = torch.tensor([sum(float(p.detach().double().abs().sum()) for p in params)], dtype=torch.float64)
+    if d.world == 1:
+        return [float(mine)]
+    gathered = [torch.zeros_like(mine) for _ in range(d.world)]
+    dist.all_gather(gathered, mine)
+    return [float(g) for g in gathered]
+
+
 def broadcast_params(params: list[torch.nn.Parameter], d: Dist) -> None:
     if d.world > 1:
         for p in params:
@@ -322,12 +332,15 @@ def train(
                     start, opt_state = state["step"], state["optimizer"]
             curriculum_stage(stage, model, train_fs, val_fs, tc, out, d, start, opt_state)
             state = None
+        checksums = param_checksums([q for q in model.parameters() if q.requires_grad], d)
+    else:
+        checksums = []
     if d.main:
         prev = json.loads((out / ck.META_FILE).read_text()) if (out / ck.META_FILE).is_file() else {}
         ck.save_meta(out, {**prev, "preset": str(preset), "data": str(data), "seed": tc.seed,
                            "stages_run": list(stages), "train": tc.__dict__,
                            "wall_s": prev.get("wall_s", 0) + round(time.time() - t_start, 1),
-                           "world_size": d.world})
+                           "world_size": d.world, "rank_param_checksums": checksums})
     barrier(d)
     return out
 

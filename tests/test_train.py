@@ -1,0 +1,109 @@
+"""Training, checkpoints, resume, DDP and evaluation on a tiny preset over real SynthEmo clips."""
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from emo_edge import checkpoint as ck
+from emo_edge.checkpoint import load_checkpoint
+from emo_edge.eval.evaluate import evaluate_checkpoint
+
+REPORT_KEYS = {"n", "acc", "waf", "uar", "war", "cue_recall", "per_class"}
+
+
+def test_checkpoint_layout_and_reload(tiny_ckpt):
+    for name in (ck.CONFIG_FILE, ck.PERCEPTION_FILE, ck.META_FILE, "llm/config.json", "llm/tokenizer.model",
+                 "lora/adapter_config.json", "log.jsonl"):
+        assert (tiny_ckpt / name).is_file(), name
+    rows = [json.loads(line) for line in (tiny_ckpt / "log.jsonl").read_text().splitlines()]
+    assert {r["stage"] for r in rows} == {0, 1, 2}
+    model = load_checkpoint(tiny_ckpt)
+    assert model.cfg.name == "tiny" and any("lora_" in n for n, _ in model.llm.named_parameters())
+    merged = load_checkpoint(tiny_ckpt, merge=True)
+    assert not any("lora_" in n for n, _ in merged.llm.named_parameters())
+
+
+def test_stage0_lowers_the_lm_loss(tiny_ckpt):
+    rows = [json.loads(line) for line in (tiny_ckpt / "log.jsonl").read_text().splitlines()]
+    losses = [r["lm_loss"] for r in rows if r["stage"] == 0]
+    assert losses[-1] < losses[0]
+
+
+def test_merged_and_adapter_models_agree(tiny_ckpt, synth_dir):
+    import torch
+
+    from emo_edge.data.features import load_features
+    from emo_edge.model.inputs import to_batch
+
+    a, b = load_checkpoint(tiny_ckpt), load_checkpoint(tiny_ckpt, merge=True)
+    fs = load_features(synth_dir / "test.jsonl", a.cfg.frontend, limit=2, progress=False)
+    on = np.ones(2, bool)
+    batch = to_batch(fs.frames, fs.image, fs.mel, on, on, ["emotion"] * 2, [r.subtitle for r in fs.records],
+                     [r.label for r in fs.records])
+    with torch.no_grad():
+        assert torch.allclose(a(batch)["lm_loss"], b(batch)["lm_loss"], atol=1e-4)
+
+
+def test_eval_report_keys_and_png(tiny_ckpt, synth_dir, tmp_path):
+    out = tmp_path / "eval.json"
+    r = evaluate_checkpoint(tiny_ckpt, synth_dir, "llm", ("video", "audio", "text"), out, progress=False)
+    saved = json.loads(out.read_text())
+    assert REPORT_KEYS <= set(saved) and saved["n"] == r["n"] == 12
+    assert 0.0 <= saved["waf"] <= 1.0 and set(saved["per_class"]) >= {"happy", "sad"}
+    assert (tmp_path / "eval.confusion.png").stat().st_size > 1000
+    head = evaluate_checkpoint(tiny_ckpt, synth_dir, "head", ("audio",), None, progress=False)
+    assert head["cue_recall"] is None and head["modalities"] == ["audio"]
+
+
+def test_resume_skips_finished_stages(synth_dir, tmp_path):
+    from emo_edge.train.loop import train
+
+    out = tmp_path / "r"
+    train("tiny", synth_dir, out, stages=(0, 1), progress=False)
+    n_before = len((out / "log.jsonl").read_text().splitlines())
+    train("tiny", synth_dir, out, stages=(0, 1, 2), resume=True, progress=False)
+    new = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()[n_before:]]
+    assert new and {r["stage"] for r in new} == {2}
+
+
+def test_ddp_two_gloo_ranks_stay_identical(synth_dir, tmp_path):
+    out = tmp_path / "ddp"
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+           "-m", "emo_edge.train", "--preset", "tiny", "--data", str(synth_dir), "--out", str(out)]
+    res = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600)
+    assert res.returncode == 0, res.stderr[-3000:]
+    meta = json.loads((out / ck.META_FILE).read_text())
+    sums = meta["rank_param_checksums"]
+    assert meta["world_size"] == 2 and len(sums) == 2
+    assert sums[0] == pytest.approx(sums[1], rel=1e-12)
+
+
+def test_bad_clips_are_reported_and_skipped(synth_dir, tmp_path):
+    import shutil
+
+    from emo_edge.data.features import load_features
+    from emo_edge.data.schema import read_jsonl, write_jsonl
+
+    recs = read_jsonl(synth_dir / "test.jsonl")[:4]
+    for r in recs:
+        for p in (r.video, r.audio):
+            (tmp_path / p).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy(synth_dir / p, tmp_path / p)
+    (tmp_path / recs[0].video).write_bytes(b"garbage")  # unreadable video
+    (tmp_path / recs[1].audio).unlink()  # missing audio
+    write_jsonl(tmp_path / "test.jsonl", recs)
+    fs = load_features(tmp_path / "test.jsonl", load_checkpoint_cfg(), progress=False, use_cache=False)
+    assert len(fs) == 2 and len(fs.bad) == 2
+    assert recs[0].id in fs.bad[0] and ("cannot open video" in fs.bad[0] or "no decodable" in fs.bad[0])
+    assert recs[1].id in fs.bad[1] and "not found" in fs.bad[1]
+
+
+def load_checkpoint_cfg():
+    from emo_edge.config import load_preset
+
+    return load_preset("tiny").model.frontend
