@@ -67,7 +67,6 @@ def _atomic(path: Path, write: Any) -> None:
 
 def load_checkpoint(path: str | Path, merge: bool = False) -> Any:
     """An EmotionLLM in eval mode; `merge=True` folds LoRA into the backbone (for export)."""
-    import torch
     from peft import PeftModel
     from safetensors.torch import load_file
 
@@ -90,7 +89,8 @@ def load_checkpoint(path: str | Path, merge: bool = False) -> Any:
         raise ValueError(f"checkpoint {ckpt}: perception weights do not match its config "
                          f"(missing {missing[:3]}, unexpected {unexpected[:3]})")
     model.eval()
-    torch.set_grad_enabled(False)
+    for p in model.parameters():
+        p.requires_grad_(False)
     return model
 
 

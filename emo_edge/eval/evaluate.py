@@ -26,7 +26,15 @@ def parse_modalities(text: str) -> tuple[str, ...]:
     return mods
 
 
-def evaluate_checkpoint(
+def evaluate_checkpoint(*args: Any, **kwargs: Any) -> dict[str, Any]:
+    """Evaluate a checkpoint on a split; see `_evaluate` for the arguments."""
+    import torch
+
+    with torch.inference_mode():
+        return _evaluate(*args, **kwargs)
+
+
+def _evaluate(
     checkpoint: str | Path, data: str | Path, answer_from: str = "llm", modalities: tuple[str, ...] = MODALITIES,
     json_out: str | Path | None = None, split: str = "test", batch_size: int = 32, reason: bool = True,
     limit: int | None = None, progress: bool = True,

@@ -1,0 +1,1 @@
+"""Edge runtime: runs an exported bundle with numpy and ONNX Runtime only (never torch)."""

@@ -1,0 +1,145 @@
+"""Perception on ONNX Runtime: numpy in, numpy out, never torch.
+
+`OrtPerception` loads the four graphs written by `emo_edge.export.onnx_export` (named by
+`emo_edge.export.io_spec`), checks every array against the spec before it reaches a session, and
+chains image/video/audio encoders -> fusion by tensor name. `preprocess` is the numpy twin of
+`emo_edge.model.inputs.to_batch`: uint8 NHWC RGB -> float32 NCHW in [0, 1], and a modality
+flagged absent is zeroed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from emo_edge.export.io_spec import SPEC_FILE, GraphSpec, IOSpec, as_io_spec, validate
+
+try:  # optional: the core package installs without onnxruntime
+    import onnxruntime as ort
+except ImportError as e:  # pragma: no cover - depends on the environment
+    ort, _ORT_IMPORT_ERROR = None, e
+
+CPU, CUDA = "CPUExecutionProvider", "CUDAExecutionProvider"
+
+
+def _require_ort() -> Any:
+    if ort is None:
+        raise ImportError("onnxruntime is not installed: pip install 'emo-edge[export]' "
+                          "(or onnxruntime-gpu on a CUDA machine)") from _ORT_IMPORT_ERROR
+    return ort
+
+
+def choose_providers(providers: Sequence[str] | None = None) -> list[str]:
+    """Requested providers checked against the installed ones; default CUDA (when built in), then CPU.
+
+    ONNX Runtime falls back to the next provider when one fails to initialise (a CUDA build without
+    a usable GPU), so `OrtPerception.providers` reports what the sessions really use.
+    """
+    available = _require_ort().get_available_providers()
+    if providers is None:
+        return [CUDA, CPU] if CUDA in available else [CPU]
+    unknown = [p for p in providers if p not in available]
+    if unknown or not providers:
+        raise ValueError(f"execution provider(s) {unknown or list(providers)} not available; installed: {available}")
+    return list(providers)
+
+
+def preprocess(image: np.ndarray, frames: np.ndarray, mel: np.ndarray, present: np.ndarray) -> dict[str, np.ndarray]:
+    """Runtime arrays -> encoder inputs, as `to_batch` does: image (B, S, S, 3) uint8 -> (B, 3, S, S) in [0, 1],
+    frames (B, T, s, s, 3) uint8 -> (B, T, 3, s, s) in [0, 1]; each modality times its `present` column."""
+    p = present.astype(np.float32)  # (B, 3) over (image, video, audio)
+    img = image.transpose(0, 3, 1, 2).astype(np.float32) / 255.0 * p[:, 0, None, None, None]
+    frm = frames.transpose(0, 1, 4, 2, 3).astype(np.float32) / 255.0 * p[:, 1, None, None, None, None]
+    return {"image": np.ascontiguousarray(img), "frames": np.ascontiguousarray(frm),
+            "mel": mel.astype(np.float32) * p[:, 2, None, None], "present": p}
+
+
+def _as_float32(x: Any, kinds: str) -> Any:
+    """float32 copy of an array whose dtype kind is in `kinds` (b bool, i/u int, f float); others pass to validate."""
+    return x.astype(np.float32) if isinstance(x, np.ndarray) and x.dtype.kind in kinds else x
+
+
+class OrtPerception:
+    """The perception graphs on ONNX Runtime.
+
+    onnx_dir: the exporter's output (the four .onnx files and io_spec.json).
+    spec: an IOSpec, a model-config dict (or ModelConfig), an io-spec dict, or None to read
+        `onnx_dir/io_spec.json`.
+    providers: ONNX Runtime execution providers in order of preference; None picks CUDA when it is
+        built in, else CPU.
+    threads: intra-op threads per session.
+    """
+
+    def __init__(self, onnx_dir: str | Path, spec: Any = None, providers: Sequence[str] | None = None,
+                 threads: int = 2):
+        self.dir = Path(onnx_dir)
+        self.spec: IOSpec = as_io_spec(self.dir / SPEC_FILE if spec is None else spec)
+        requested = choose_providers(providers)
+        opts = _require_ort().SessionOptions()
+        opts.intra_op_num_threads, opts.inter_op_num_threads = threads, 1
+        self.sessions = {name: self._load(graph, opts, requested) for name, graph in self.spec.graphs.items()}
+        self.providers: list[str] = self.sessions["fusion"].get_providers()  # what is really in use
+
+    def _load(self, graph: GraphSpec, opts: Any, providers: list[str]) -> Any:
+        path = self.dir / graph.filename
+        if not path.is_file():
+            raise FileNotFoundError(f"{path}: missing (export with `emo_edge.export.onnx_export.export_perception`)")
+        try:
+            sess = ort.InferenceSession(str(path), sess_options=opts, providers=providers)
+        except Exception as e:
+            raise RuntimeError(f"onnxruntime could not load {path}: {e}") from e
+        _check_session(sess, graph, path)
+        return sess
+
+    # per-stage (float inputs, as the graphs take them)
+    def run_graph(self, name: str, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        if name not in self.sessions:
+            raise ValueError(f"unknown graph {name!r}; graphs: {list(self.sessions)}")
+        graph = self.spec.graphs[name]
+        validate(graph.inputs, feeds, where=name)
+        return dict(zip(graph.output_names, self.sessions[name].run(graph.output_names, feeds), strict=True))
+
+    def encode_image(self, image: np.ndarray) -> np.ndarray:  # (B, 3, S, S) -> (B, G*G, Wi)
+        return self.run_graph("image_encoder", {"image": image})["image_feats"]
+
+    def encode_video(self, frames: np.ndarray) -> np.ndarray:  # (B, T, 3, s, s) -> (B, T*k, Wv)
+        return self.run_graph("video_encoder", {"frames": frames})["video_feats"]
+
+    def encode_audio(self, mel: np.ndarray) -> np.ndarray:  # (B, n_mels, F) -> (B, Na, Wa)
+        return self.run_graph("audio_encoder", {"mel": mel})["audio_feats"]
+
+    def fuse(self, image_feats: np.ndarray, video_feats: np.ndarray, audio_feats: np.ndarray,
+             present: np.ndarray) -> dict[str, np.ndarray]:
+        """-> fused, logits, va, tokens, token_mask."""
+        return self.run_graph("fusion", {"image_feats": image_feats, "video_feats": video_feats,
+                                         "audio_feats": audio_feats, "present": present})
+
+    # the whole perception from runtime arrays
+    def check_inputs(self, image: Any, frames: Any, mel: Any, present: Any) -> dict[str, Any]:
+        """Runtime inputs after the allowed casts (mel: any float; present: bool, int or float), validated."""
+        arrays = {"image": image, "frames": frames, "mel": _as_float32(mel, "f"),
+                  "present": _as_float32(present, "biuf")}
+        validate(self.spec.runtime_inputs, arrays, where="OrtPerception.run")
+        return arrays
+
+    def run(self, image: np.ndarray, frames: np.ndarray, mel: np.ndarray, present: np.ndarray) -> dict[str, np.ndarray]:
+        """image (B, S, S, 3) uint8, frames (B, T, s, s, 3) uint8, mel (B, n_mels, F) float, present (B, 3)
+        over (image, video, audio) -> fused, logits, va, tokens, token_mask and the three *_feats."""
+        x = preprocess(**self.check_inputs(image, frames, mel, present))
+        feats = {"image_feats": self.encode_image(x["image"]), "video_feats": self.encode_video(x["frames"]),
+                 "audio_feats": self.encode_audio(x["mel"])}
+        return {**self.fuse(**feats, present=x["present"]), **feats}
+
+
+def _check_session(sess: Any, graph: GraphSpec, path: Path) -> None:
+    """The file's declared inputs/outputs must be the spec's (a file from another config fails here)."""
+    for kind, declared, expected in (("inputs", sess.get_inputs(), graph.inputs),
+                                     ("outputs", sess.get_outputs(), graph.outputs)):
+        got = [(t.name, tuple("?" if d is None else d for d in t.shape)) for t in declared]
+        want = [(t.name, tuple(t.shape)) for t in expected]
+        if got != want:
+            raise ValueError(f"{path}: {kind} {got} do not match the io spec {want} "
+                             "(exported with another model config?)")
