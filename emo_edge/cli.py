@@ -49,7 +49,7 @@ def train(
     data: Annotated[Path, typer.Option(help="directory with train.jsonl and val.jsonl")],
     out: Annotated[Path, typer.Option(help="checkpoint directory to write")],
     preset: Annotated[str, typer.Option(help="tiny, edge-small, paper, or a YAML path")] = "edge-small",
-    stages: Annotated[str, typer.Option(help="comma-separated stages: 0 LM pretraining, 1 perception, 2 cognition")] = "0,1,2",
+    stages: Annotated[str, typer.Option(help="comma-separated: 0 LM pretraining, 1 perception, 2 cognition")] = "0,1,2",
     resume: Annotated[bool, typer.Option(help="continue from the checkpoint's saved state")] = False,
     seed: Annotated[int | None, typer.Option(help="override the preset's seed")] = None,
     set_: Annotated[list[str] | None, typer.Option("--set", help="train overrides KEY=VALUE, e.g. lm_steps=10")] = None,
@@ -102,8 +102,8 @@ def _print_report(r: dict) -> None:
 
 @app.command()
 def info(
-    preset: Annotated[str | None, typer.Option(help="print parameter counts of a preset (built on the meta device)")] = None,
-    checkpoint: Annotated[str | None, typer.Option(help="print a checkpoint's config, training record and counts")] = None,
+    preset: Annotated[str | None, typer.Option(help="parameter counts of a preset (built on the meta device)")] = None,
+    checkpoint: Annotated[str | None, typer.Option(help="a checkpoint's training record and counts")] = None,
 ) -> None:
     """Parameter counts per component and the token layout (no weights are loaded or downloaded for a preset)."""
     from emo_edge.model.summary import checkpoint_summary, preset_summary

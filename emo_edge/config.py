@@ -34,7 +34,7 @@ class FrontendConfig:
 
     def __post_init__(self) -> None:
         if self.hop_length <= 0 or self.n_fft < self.hop_length:
-            raise ValueError(f"frontend: need 0 < hop_length <= n_fft, got hop_length={self.hop_length} n_fft={self.n_fft}")
+            raise ValueError(f"frontend: need 0 < hop_length <= n_fft, got {self.hop_length} and {self.n_fft}")
         if self.n_frames < 1:
             raise ValueError(f"frontend.n_frames must be >= 1, got {self.n_frames}")
 
@@ -120,7 +120,7 @@ class LLMConfig:
 
     def __post_init__(self) -> None:
         if self.path is None and (self.hidden % self.heads or self.heads % self.kv_heads):
-            raise ValueError(f"llm: hidden {self.hidden}, heads {self.heads}, kv_heads {self.kv_heads} must divide evenly")
+            raise ValueError(f"llm: hidden {self.hidden}, heads {self.heads}, kv_heads {self.kv_heads} must divide")
 
 
 @dataclass

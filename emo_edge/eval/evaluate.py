@@ -79,7 +79,8 @@ def _evaluate(
         "head_acc": float(np.mean([h == t for h, t in zip(head_pred, truth, strict=True)])),
     })
     if reasons:
-        report["examples"] = [{"id": r.id, "label": r.label, "reason": a} for r, a in zip(fs.records[:3], reasons)]
+        pairs = zip(fs.records[:3], reasons[:3], strict=True)
+        report["examples"] = [{"id": r.id, "label": r.label, "reason": a} for r, a in pairs]
     if json_out:
         json_out = Path(json_out)
         json_out.parent.mkdir(parents=True, exist_ok=True)
