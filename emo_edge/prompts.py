@@ -21,12 +21,22 @@ assert set(INSTRUCTIONS) == set(TASKS)
 TEMPLATE = PREFIX + PLACEHOLDER + "{subtitle} Task: {instruction} Answer:"
 
 
-def suffix(task: str, subtitle: str | None) -> str:
-    """The text after the multimodal tokens; `subtitle=None` leaves the text modality out."""
-    if task not in INSTRUCTIONS:
-        raise ValueError(f"unknown task {task!r}; tasks are {', '.join(INSTRUCTIONS)}")
+def suffix(task: str, subtitle: str | None, template: str = TEMPLATE,
+           instructions: dict[str, str] | None = None) -> str:
+    """The text after the multimodal tokens; `subtitle=None` leaves the text modality out.
+
+    `template` and `instructions` default to this module's; a bundle passes the ones it recorded.
+    """
+    instructions = instructions or INSTRUCTIONS
+    if task not in instructions:
+        raise ValueError(f"unknown task {task!r}; tasks are {', '.join(instructions)}")
     sub = f" Subtitle: {subtitle.strip()}" if subtitle else ""
-    return TEMPLATE.split(PLACEHOLDER, 1)[1].format(subtitle=sub, instruction=INSTRUCTIONS[task])
+    return template.split(PLACEHOLDER, 1)[1].format(subtitle=sub, instruction=instructions[task])
+
+
+def prompt_record() -> dict[str, object]:
+    """The prompt layout as data, for a bundle's manifest."""
+    return {"template": TEMPLATE, "placeholder": PLACEHOLDER, "prefix": PREFIX, "instructions": dict(INSTRUCTIONS)}
 
 
 def text_only(task: str, subtitle: str | None, answer: str) -> str:

@@ -1,9 +1,12 @@
-"""Evaluate a checkpoint on a unified-format split: label from the LLM's answer or the fast head,
-the metric report, cue recall of the `reason` answers, LLM/head agreement and a confusion PNG."""
+"""Evaluate a checkpoint (PyTorch) or a bundle (torch-free runtime) on a unified-format split:
+the label from the LLM's answer or the fast head, the metric report, cue recall of the `reason`
+answers, LLM/head agreement and a confusion PNG. Both paths fill the same report."""
 
 from __future__ import annotations
 
 import json
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -26,67 +29,146 @@ def parse_modalities(text: str) -> tuple[str, ...]:
     return mods
 
 
-def evaluate_checkpoint(*args: Any, **kwargs: Any) -> dict[str, Any]:
-    """Evaluate a checkpoint on a split; see `_evaluate` for the arguments."""
-    import torch
+@dataclass
+class Predictions:
+    head: list[str] = field(default_factory=list)
+    llm: list[str | None] = field(default_factory=list)
+    reasons: list[str] = field(default_factory=list)
 
-    with torch.inference_mode():
-        return _evaluate(*args, **kwargs)
+
+@dataclass
+class EvalSet:
+    """A split's features with the modality switches applied, served in batches."""
+
+    fs: Any
+    modalities: tuple[str, ...]
+
+    def batches(self, size: int, progress: bool) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray, list]]:
+        from rich.progress import track
+
+        n = len(self.fs)
+        for s in track(range(0, n, size), description="evaluating", disable=not progress):
+            idx = np.arange(s, min(s + size, n))
+            v = np.full(len(idx), "video" in self.modalities)
+            a = np.full(len(idx), "audio" in self.modalities)
+            subs = [self.fs.records[i].subtitle if "text" in self.modalities else None for i in idx]
+            yield idx, v, a, subs
 
 
-def _evaluate(
+def _run(
+    load: Callable[[], tuple[Any, Any]], data: str | Path, answer_from: str, modalities: tuple[str, ...],
+    json_out: str | Path | None, split: str, limit: int | None, progress: bool,
+    predict: Callable[[Any, EvalSet, Predictions], None], source: dict[str, Any],
+) -> dict[str, Any]:
+    from emo_edge.data.features import load_features
+    from emo_edge.data.schema import find_split
+
+    if answer_from not in ANSWER_SOURCES:
+        raise ValueError(f"--answer-from must be one of {', '.join(ANSWER_SOURCES)}, got {answer_from!r}")
+    runner, frontend = load()
+    fs = load_features(find_split(data, split), frontend, limit=limit, progress=progress)
+    preds = Predictions()
+    predict(runner, EvalSet(fs, modalities), preds)
+    report = build_report(fs, preds, answer_from, modalities)
+    report.update({**source, "data": str(data), "split": split})
+    if json_out:
+        write_report(report, Path(json_out))
+    return report
+
+
+def build_report(fs: Any, preds: Predictions, answer_from: str, modalities: tuple[str, ...]) -> dict[str, Any]:
+    truth = [r.label for r in fs.records]
+    report = classification_report(truth, preds.llm if answer_from == "llm" else preds.head, LABELS)
+    report.update({
+        "answer_from": answer_from, "modalities": list(modalities), "n_bad": len(fs.bad), "bad": fs.bad,
+        "cue_recall": mean_cue_recall(preds.reasons, [r.cues for r in fs.records]) if preds.reasons else None,
+        "llm_head_agreement": agreement(preds.llm, preds.head) if preds.llm else None,
+        "head_acc": float(np.mean([h == t for h, t in zip(preds.head, truth, strict=True)])),
+    })
+    if preds.reasons:
+        pairs = zip(fs.records[:3], preds.reasons[:3], strict=True)
+        report["examples"] = [{"id": r.id, "label": r.label, "reason": a} for r, a in pairs]
+    return report
+
+
+def write_report(report: dict[str, Any], json_out: Path) -> None:
+    json_out.parent.mkdir(parents=True, exist_ok=True)
+    png = json_out.with_suffix(".confusion.png")
+    title = f"{report['answer_from']} answers, modalities={','.join(report['modalities'])}, WAF={report['waf']:.3f}"
+    plot_confusion(np.array(report["confusion"]), LABELS, png, title=title)
+    report["confusion_png"] = str(png)
+    json_out.write_text(json.dumps(report, indent=2))
+
+
+# ---------------------------------------------------------------------------------------------
+# checkpoint (PyTorch)
+# ---------------------------------------------------------------------------------------------
+
+
+def evaluate_checkpoint(
     checkpoint: str | Path, data: str | Path, answer_from: str = "llm", modalities: tuple[str, ...] = MODALITIES,
     json_out: str | Path | None = None, split: str = "test", batch_size: int = 32, reason: bool = True,
     limit: int | None = None, progress: bool = True,
 ) -> dict[str, Any]:
     import torch
-    from rich.progress import track
 
     from emo_edge.checkpoint import load_checkpoint, resolve
-    from emo_edge.data.features import load_features
-    from emo_edge.data.schema import find_split
     from emo_edge.model.inputs import to_batch
 
-    if answer_from not in ANSWER_SOURCES:
-        raise ValueError(f"--answer-from must be one of {', '.join(ANSWER_SOURCES)}, got {answer_from!r}")
-    model = load_checkpoint(checkpoint)
+    def load() -> tuple[Any, Any]:
+        model = load_checkpoint(checkpoint)
+        return model, model.cfg.frontend
+
+    def predict(model: Any, es: EvalSet, preds: Predictions) -> None:
+        fs = es.fs
+        for idx, v, a, subs in es.batches(batch_size, progress):
+            batch = to_batch(fs.frames[idx], fs.image[idx], fs.mel[idx], v, a, ["emotion"] * len(idx), subs)
+            p = model.perception(batch.image, batch.frames, batch.mel, batch.present)
+            preds.head += [LABELS[i] for i in p["logits"].argmax(-1).tolist()]
+            if answer_from == "llm":
+                preds.llm += [parse_label(t) for t in model.generate(batch, max_new_tokens=8, perception=p)]
+                if reason:
+                    rb = to_batch(fs.frames[idx], fs.image[idx], fs.mel[idx], v, a, ["reason"] * len(idx), subs)
+                    preds.reasons += model.generate(rb, max_new_tokens=96, perception=p)
+
     torch.set_num_threads(2)
-    fs = load_features(find_split(data, split), model.cfg.frontend, limit=limit, progress=progress)
-    n = len(fs)
-    v_on, a_on = np.full(n, "video" in modalities), np.full(n, "audio" in modalities)
-    subs = [r.subtitle if "text" in modalities else None for r in fs.records]
-    head_pred, llm_pred, reasons = [], [], []
-    for s in track(range(0, n, batch_size), description="evaluating", disable=not progress):
-        idx = np.arange(s, min(s + batch_size, n))
-        sub = [subs[i] for i in idx]
-        batch = to_batch(fs.frames[idx], fs.image[idx], fs.mel[idx], v_on[idx], a_on[idx], ["emotion"] * len(idx), sub)
-        p = model.perception(batch.image, batch.frames, batch.mel, batch.present)
-        head_pred += [LABELS[i] for i in p["logits"].argmax(-1).tolist()]
-        if answer_from == "llm":
-            llm_pred += [parse_label(a) for a in model.generate(batch, max_new_tokens=8, perception=p)]
-            if reason:
-                rb = to_batch(fs.frames[idx], fs.image[idx], fs.mel[idx], v_on[idx], a_on[idx],
-                              ["reason"] * len(idx), sub)
-                reasons += model.generate(rb, max_new_tokens=96, perception=p)
-    truth = [r.label for r in fs.records]
-    pred = llm_pred if answer_from == "llm" else head_pred
-    report = classification_report(truth, pred, LABELS)
-    report.update({
-        "answer_from": answer_from, "modalities": list(modalities), "checkpoint": str(resolve(checkpoint)),
-        "data": str(data), "split": split, "n_bad": len(fs.bad), "bad": fs.bad,
-        "cue_recall": mean_cue_recall(reasons, [r.cues for r in fs.records]) if reasons else None,
-        "llm_head_agreement": agreement(llm_pred, head_pred) if llm_pred else None,
-        "head_acc": float(np.mean([h == t for h, t in zip(head_pred, truth, strict=True)])),
-    })
-    if reasons:
-        pairs = zip(fs.records[:3], reasons[:3], strict=True)
-        report["examples"] = [{"id": r.id, "label": r.label, "reason": a} for r, a in pairs]
-    if json_out:
-        json_out = Path(json_out)
-        json_out.parent.mkdir(parents=True, exist_ok=True)
-        png = json_out.with_suffix(".confusion.png")
-        plot_confusion(np.array(report["confusion"]), LABELS, png,
-                       title=f"{answer_from} answers, modalities={','.join(modalities)}, WAF={report['waf']:.3f}")
-        report["confusion_png"] = str(png)
-        json_out.write_text(json.dumps(report, indent=2))
+    with torch.inference_mode():
+        return _run(load, data, answer_from, modalities, json_out, split, limit, progress, predict,
+                    {"checkpoint": str(resolve(checkpoint))})
+
+
+# ---------------------------------------------------------------------------------------------
+# bundle (torch-free runtime: ONNX Runtime + llama.cpp)
+# ---------------------------------------------------------------------------------------------
+
+
+def evaluate_bundle(
+    bundle: str | Path, data: str | Path, answer_from: str = "llm", modalities: tuple[str, ...] = MODALITIES,
+    json_out: str | Path | None = None, split: str = "test", batch_size: int = 16, reason: bool = True,
+    limit: int | None = None, progress: bool = True, precision: str | None = None, quant: str | None = None,
+) -> dict[str, Any]:
+    from emo_edge.config import FrontendConfig
+    from emo_edge.runtime.bundle import load_bundle
+    from emo_edge.runtime.pipeline import EmotionRuntime
+
+    def load() -> tuple[Any, Any]:
+        b = load_bundle(bundle, precision=precision, quant=quant)
+        return EmotionRuntime(b), FrontendConfig(**b.frontend)
+
+    def predict(rt: Any, es: EvalSet, preds: Predictions) -> None:
+        fs = es.fs
+        for idx, v, a, subs in es.batches(batch_size, progress):
+            present = np.stack([v, v, a], axis=1).astype(np.float32)
+            out = rt.perceive(fs.image[idx], fs.frames[idx], fs.mel[idx], present)
+            preds.head += out["labels"]
+            if answer_from != "llm":
+                continue
+            for j, sub in enumerate(subs):
+                tok, mask = out["tokens"][j], out["token_mask"][j]
+                preds.llm.append(parse_label(rt.answer(tok, mask, "emotion", sub, max_new_tokens=8)))
+                if reason:
+                    preds.reasons.append(rt.answer(tok, mask, "reason", sub, max_new_tokens=96))
+
+    source = {"bundle": str(bundle)}
+    report = _run(load, data, answer_from, modalities, json_out, split, limit, progress, predict, source)
     return report

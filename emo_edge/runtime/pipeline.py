@@ -1,0 +1,34 @@
+"""The torch-free inference pipeline over a bundle: perception (ONNX Runtime) for the fast path,
+llama.cpp with the multimodal tokens injected as embeddings for the slow path."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+
+from emo_edge.prompts import suffix
+from emo_edge.runtime.bundle import Bundle, softmax
+
+
+class EmotionRuntime:
+    def __init__(self, bundle: Bundle):
+        self.bundle = bundle
+        self.labels = bundle.labels
+        prompt = bundle.manifest["prompt"]
+        self._template, self._instructions = prompt["template"], prompt["instructions"]
+
+    def perceive(self, image: np.ndarray, frames: np.ndarray, mel: np.ndarray, present: np.ndarray) -> dict[str, Any]:
+        """Fast path for B clips: head label, scores, valence/arousal, and the LLM tokens."""
+        out = self.bundle.perception.run(image, frames, mel, present)
+        scores = softmax(out["logits"])
+        out["scores"] = scores
+        out["labels"] = [self.labels[i] for i in scores.argmax(axis=-1)]
+        return out
+
+    def answer(self, tokens: np.ndarray, token_mask: np.ndarray, task: str, subtitle: str | None,
+               max_new_tokens: int = 96, on_token: Callable[[str], None] | None = None) -> str:
+        """Slow path for one clip: the LLM's answer to `task`, streamed to `on_token` piece by piece."""
+        text = suffix(task, subtitle, self._template, self._instructions)
+        return self.bundle.llm.answer(tokens.astype(np.float32), token_mask, text, max_new_tokens, on_token=on_token)
