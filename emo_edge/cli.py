@@ -70,6 +70,9 @@ def train(
 def eval_(
     data: Annotated[Path, typer.Option(help="directory with <split>.jsonl, or a JSONL file")],
     checkpoint: Annotated[str, typer.Option(help="checkpoint directory, or 'default'")] = "default",
+    bundle: Annotated[Path | None, typer.Option(help="evaluate an exported bundle (torch-free) instead")] = None,
+    quant: Annotated[str | None, typer.Option(help="with --bundle: GGUF quantisation to use")] = None,
+    precision: Annotated[str | None, typer.Option(help="with --bundle: perception precision fp32|int8")] = None,
     answer_from: Annotated[str, typer.Option(help="llm (parse the generated answer) or head (fast head)")] = "llm",
     modalities: Annotated[str, typer.Option(help="comma-separated subset of video,audio,text")] = "video,audio,text",
     split: Annotated[str, typer.Option(help="split name when --data is a directory")] = "test",
@@ -78,11 +81,16 @@ def eval_(
     reason: Annotated[bool, typer.Option(help="also generate reasons and score cue recall (LLM only)")] = True,
 ) -> None:
     """Evaluate: accuracy, WAF, UAR, WAR, per-class scores, cue recall, LLM/head agreement."""
-    from emo_edge.eval.evaluate import evaluate_checkpoint, parse_modalities
+    from emo_edge.eval.evaluate import evaluate_bundle, evaluate_checkpoint, parse_modalities
 
     try:
-        report = evaluate_checkpoint(checkpoint, data, answer_from, parse_modalities(modalities), json_out, split,
-                                     reason=reason, limit=limit)
+        mods = parse_modalities(modalities)
+        if bundle is not None:
+            report = evaluate_bundle(bundle, data, answer_from, mods, json_out, split, reason=reason, limit=limit,
+                                     precision=precision, quant=quant)
+        else:
+            report = evaluate_checkpoint(checkpoint, data, answer_from, mods, json_out, split, reason=reason,
+                                         limit=limit)
     except (FileNotFoundError, ValueError) as e:
         _fail(str(e))
     _print_report(report)
@@ -98,6 +106,43 @@ def _print_report(r: dict) -> None:
     console.print(t)
     for b in r.get("bad", [])[:10]:
         console.print(f"[yellow]bad clip[/] {b}")
+
+
+@app.command()
+def export(
+    out: Annotated[Path, typer.Option(help="bundle directory to write (written elsewhere, moved in when verified)")],
+    checkpoint: Annotated[str, typer.Option(help="checkpoint directory, or 'default'")] = "default",
+    target: Annotated[str, typer.Option(help="cpu-x86, jetson-orin-agx, jetson-orin-nano, or a YAML")] = "cpu-x86",
+    llm_quant: Annotated[list[str] | None, typer.Option(help="extra GGUF quantisations: f16, q8_0, q4_k_m")] = None,
+    data: Annotated[Path | None, typer.Option(help="parity clips (a test split); default: fresh SynthEmo")] = None,
+    parity_clips: Annotated[int, typer.Option(help="clips used by the parity checks")] = 12,
+    calibration: Annotated[Path | None, typer.Option(help="calibration manifest for INT8 graphs")] = None,
+    force: Annotated[bool, typer.Option(help="replace an existing bundle")] = False,
+) -> None:
+    """Export a checkpoint to a bundle: ONNX perception (+ INT8 QDQ), GGUF LLM, manifest with parity numbers."""
+    from emo_edge.export.bundle import build_bundle
+
+    try:
+        manifest = build_bundle(checkpoint, target, out, data, tuple(llm_quant or ()), calibration, parity_clips,
+                                force)
+    except (FileNotFoundError, ValueError) as e:
+        _fail(str(e))
+    _print_parity(manifest["parity"])
+
+
+def _print_parity(parity: dict) -> None:
+    t = Table(title=f"parity on {parity['clips']} clips")
+    t.add_column("check")
+    t.add_column("result")
+    worst = parity["perception_fp32_vs_torch"].get("worst", {})
+    t.add_row("ONNX fp32 vs eager", ", ".join(f"{k}={v:.3g}" for k, v in worst.items()))
+    int8 = parity.get("perception_int8_vs_fp32")
+    if int8:
+        t.add_row("INT8 vs fp32", f"label agreement {int8['label_agreement']:.3f}")
+    for q, r in parity["llm_vs_torch"].get("quants", {}).items():
+        t.add_row(f"GGUF {q} vs torch",
+                  f"identical answers {r['identical_answers']:.3f}, same label {r['same_label']:.3f}")
+    console.print(t)
 
 
 @app.command()

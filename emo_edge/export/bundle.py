@@ -1,0 +1,173 @@
+"""`emo-edge export`: a checkpoint -> a verified, self-describing bundle for one target profile.
+
+Steps: merge LoRA -> perception to ONNX (parity vs eager) -> INT8 QDQ graphs where the profile
+asks for them (accuracy vs fp32) -> LLM to GGUF f16 and the profile's quantisation (parity vs
+PyTorch greedy) -> manifest.json with versions, sha256 of every file, shapes, labels, prompt
+template, token layout and the parity report -> load the result through the torch-free runtime.
+Everything is written into a hidden sibling directory and renamed into place only when complete
+and verified; a failure removes it, so no half-written bundle is ever left at `out`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import json
+import os
+import platform
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+
+from emo_edge import __version__
+from emo_edge.labels import LABELS
+from emo_edge.prompts import prompt_record
+from emo_edge.runtime.bundle import FORMAT_VERSION, MANIFEST, BundleError, file_table, load_bundle
+
+console = Console(stderr=True)
+DEFAULT_PARITY_CLIPS = 12
+PARITY_SEED = 90210  # seed of the SynthEmo clips generated for parity when no data is given
+
+
+def _parity_clips(cfg: Any, data: str | Path | None, n: int, work: Path) -> Any:
+    """Real clips for the parity checks: the test split of `data`, or fresh SynthEmo clips."""
+    from emo_edge.data.features import load_features
+    from emo_edge.data.schema import find_split
+
+    if data is None:
+        from emo_edge.data.synth import generate
+
+        data = work / "synth"
+        generate(data, max(n, 6), seed=PARITY_SEED, split="test", workers=2, progress=False)
+    return load_features(find_split(data, "test"), cfg.frontend, limit=n, progress=False, use_cache=False)
+
+
+def _stage(msg: str) -> None:
+    console.print(f"[bold cyan]export[/] {msg}")
+
+
+def build_bundle(
+    checkpoint: str | Path, target: str | Path, out: str | Path, data: str | Path | None = None,
+    llm_quants: tuple[str, ...] = (), calibration: str | Path | None = None, parity_clips: int = DEFAULT_PARITY_CLIPS,
+    force: bool = False, threads: int = 2,
+) -> dict[str, Any]:
+    """Export `checkpoint` for the `target` profile into the bundle directory `out`; returns the manifest."""
+    from emo_edge.checkpoint import load_checkpoint, read_meta, resolve
+    from emo_edge.export.profiles import load_profile
+
+    profile = load_profile(target)
+    out = Path(out)
+    if out.exists() and not force:
+        raise BundleError(f"{out} exists; pass --force to replace it")
+    ckpt = resolve(checkpoint)
+    _stage(f"loading {ckpt} (LoRA merged)")
+    model = load_checkpoint(ckpt, merge=True)
+    profile.check_model(model.cfg)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=out.parent))
+    try:
+        with tempfile.TemporaryDirectory() as work:
+            clips = _parity_clips(model.cfg, data, parity_clips, Path(work))
+            perception = _export_perception(model, profile, tmp, clips, calibration, threads)
+            llm = _export_llm(model, profile, tmp, clips, llm_quants, threads)
+        manifest = _manifest(model, profile, ckpt, read_meta(ckpt), perception, llm, tmp, n_clips=len(clips))
+        (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2))
+        _stage("verifying the bundle through the torch-free runtime")
+        bundle = load_bundle(tmp, threads=threads)
+        bundle.perception  # noqa: B018 - opens every session
+        bundle.llm  # noqa: B018 - loads the GGUF
+        bundle.close()
+        _replace(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    _stage(f"wrote {out}")
+    return manifest
+
+
+def _export_perception(model: Any, profile: Any, tmp: Path, clips: Any, calibration: Any, threads: int) -> dict:
+    from emo_edge.export.onnx_export import export_perception
+
+    _stage("perception -> ONNX (fp32), parity vs eager PyTorch")
+    fp32 = export_perception(model, model.cfg, tmp / "perception" / "fp32", real_inputs=clips, threads=threads)
+    graphs = [f["file"] for f in fp32["files"].values()]
+    entries = {"fp32": {"dir": "perception/fp32", "graphs": graphs, "precision": dict.fromkeys(fp32["files"], "fp32"),
+                        "parity": fp32["parity"], "opset": fp32["opset"]}}
+    int8_graphs = profile.perception.graphs_at("int8")
+    if int8_graphs:
+        from emo_edge.export.quantize import calibrate, compare_int8
+
+        source = calibration or Path(__file__).resolve().parents[2] / "calibration" / "synthemo-val.yaml"
+        _stage(f"INT8 QDQ for {', '.join(int8_graphs)} from {source}")
+        cal = calibrate(tmp / "perception" / "fp32", source, tmp / "perception" / "int8", frontend=model.cfg,
+                        graphs=int8_graphs, threads=threads)
+        check = compare_int8(tmp / "perception" / "fp32", tmp / "perception" / "int8", clips, threads=threads)
+        precision = {g: ("int8" if g in int8_graphs else "fp32") for g in fp32["files"]}
+        entries["int8"] = {"dir": "perception/int8", "graphs": graphs, "precision": precision,
+                           "calibration": {k: cal[k] for k in cal if k in ("source", "n_clips", "settings")},
+                           "parity_vs_fp32": check}
+    return {"entries": entries, "versions": fp32["versions"]}
+
+
+def _export_llm(model: Any, profile: Any, tmp: Path, clips: Any, extra: tuple[str, ...], threads: int) -> dict:
+    from emo_edge.export.gguf_export import export_llm
+
+    quants = tuple(dict.fromkeys(("f16", profile.llm.quantization, *extra)))
+    _stage(f"LLM -> GGUF {', '.join(quants)}, parity vs PyTorch greedy")
+    report = export_llm(model, tmp / "llm", quants=quants, threads=threads, clips=clips)
+    shutil.copyfile(Path(model.tok.path) / "tokenizer.model", tmp / "llm" / "tokenizer.model")
+    return report
+
+
+def _manifest(model: Any, profile: Any, ckpt: Path, meta: dict, perception: dict, llm: dict, tmp: Path,
+              n_clips: int) -> dict[str, Any]:
+    from emo_edge.export.io_spec import build_io_spec
+
+    cfg = model.cfg
+    width = model.llm.get_input_embeddings().embedding_dim
+    return {
+        "format_version": FORMAT_VERSION,
+        "created": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        "emo_edge_version": __version__,
+        "versions": {**perception["versions"], **llm["versions"], "python": platform.python_version()},
+        "machine": {"platform": platform.platform(), "processor": platform.machine()},
+        "target": {"name": profile.name, "description": profile.description, **dataclasses.asdict(profile),
+                   "perception_precision": "int8" if "int8" in perception["entries"] else "fp32"},
+        "checkpoint": {"path": str(ckpt), "name": cfg.name, "trained": {k: meta.get(k) for k in ("preset", "seed")}},
+        "model": {"frontend": dataclasses.asdict(cfg.frontend), "llm_arch": llm["arch"], "n_embd": width},
+        "labels": list(LABELS),
+        "prompt": prompt_record(),
+        "token_layout": {"order": ["fusion", "image", "video", "audio"], "budget": dataclasses.asdict(cfg.tokens),
+                         "total": cfg.tokens.total},
+        "io_spec": build_io_spec(cfg, llm_width=width).to_dict(),
+        "perception": perception["entries"],
+        "llm": {"files": {q: f"llm/{f['file']}" for q, f in llm["files"].items()},
+                "default_quant": profile.llm.quantization, "n_ctx": profile.llm.n_ctx,
+                "n_gpu_layers": profile.llm.n_gpu_layers, "tokenizer": "llm/tokenizer.model",
+                "metadata": llm["metadata"], "gguf_tokenizer": llm["tokenizer"]},
+        "engines": [],  # TensorRT engines are built on the device: `emo-edge build-engines` (see README)
+        "parity": {"clips": n_clips,
+                   "perception_fp32_vs_torch": perception["entries"]["fp32"]["parity"],
+                   "perception_int8_vs_fp32": perception["entries"].get("int8", {}).get("parity_vs_fp32"),
+                   "llm_vs_torch": llm["parity"]},
+        "files": file_table(tmp),
+    }
+
+
+def _replace(tmp: Path, out: Path) -> None:
+    """Move the finished bundle into place; an existing one is swapped out only after that succeeds."""
+    old = None
+    if out.exists():
+        old = out.with_name(f".{out.name}.old-{os.getpid()}")
+        out.rename(old)
+    try:
+        tmp.rename(out)
+    except OSError:
+        if old is not None:
+            old.rename(out)
+        raise
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
