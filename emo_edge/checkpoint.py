@@ -16,6 +16,8 @@ import shutil
 from pathlib import Path
 from typing import Any
 
+from emo_edge.fileio import atomic_write
+
 DEFAULT_CHECKPOINT = Path(__file__).parent / "default"
 CONFIG_FILE, PERCEPTION_FILE, LLM_DIR, LORA_DIR, META_FILE = (
     "config.yaml", "perception.safetensors", "llm", "lora", "meta.json")
@@ -44,7 +46,7 @@ def save_perception(model: Any, out: Path) -> None:
     from safetensors.torch import save_file
 
     state = {k: v.detach().contiguous() for k, v in model.perception.state_dict().items()}
-    _atomic(out / PERCEPTION_FILE, lambda p: save_file(state, str(p)))
+    atomic_write(out / PERCEPTION_FILE, lambda p: save_file(state, str(p)))
 
 
 def save_lora(model: Any, out: Path) -> None:
@@ -56,13 +58,7 @@ def save_lora(model: Any, out: Path) -> None:
 
 
 def save_meta(out: Path, meta: dict[str, Any]) -> None:
-    _atomic(out / META_FILE, lambda p: p.write_text(json.dumps(meta, indent=2, sort_keys=True)))
-
-
-def _atomic(path: Path, write: Any) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    write(tmp)
-    tmp.replace(path)
+    atomic_write(out / META_FILE, lambda p: p.write_text(json.dumps(meta, indent=2, sort_keys=True)))
 
 
 def load_checkpoint(path: str | Path, merge: bool = False) -> Any:

@@ -56,10 +56,13 @@ class ViTConfig:
     depth: int = 4
     heads: int = 4
     mlp_ratio: float = 4.0
+    conv_stem: bool = False  # three stride-2 3x3 convs before patchifying (learns faster from little data)
 
     def __post_init__(self) -> None:
         if self.width % self.heads:
             raise ValueError(f"width {self.width} is not divisible by heads {self.heads}")
+        if self.conv_stem and self.patch % 8:
+            raise ValueError(f"conv_stem needs a patch size divisible by 8, got patch={self.patch}")
 
 
 @dataclass

@@ -1,8 +1,10 @@
 """Video frontend: decoded frames -> the temporal view (T small frames) and the spatial view (the
 peak frame at higher resolution). numpy + OpenCV only (the runtime uses it).
 
-The peak frame is chosen without a face detector: the frame that differs most from the window's
-first frame in a coarse grey-level thumbnail, i.e. the largest expression (or pose) change.
+The peak frame is chosen without a face detector: in coarse grey-level thumbnails, the frame that
+departs most from the straight line between the window's first and last frames. Slow global
+change (camera drift, lighting, a head turning steadily) follows that line and scores low; an
+expression that rises and falls again inside the window does not, and peaks at its apex.
 """
 
 from __future__ import annotations
@@ -61,11 +63,13 @@ def sample_indices(n_total: int, n_frames: int) -> np.ndarray:
 
 
 def change_scores(frames: np.ndarray) -> np.ndarray:
-    """(N,) mean absolute grey-level difference of each frame's thumbnail from the first frame's."""
+    """(N,) mean absolute grey-level departure of each thumbnail from the first-to-last linear trend."""
     thumbs = np.stack(
         [cv2.resize(cv2.cvtColor(f, cv2.COLOR_RGB2GRAY), (THUMB, THUMB), interpolation=cv2.INTER_AREA) for f in frames]
-    ).astype(np.float32)
-    return np.abs(thumbs - thumbs[:1]).mean(axis=(1, 2))
+    ).astype(np.float32)  # (N, THUMB, THUMB)
+    a = np.linspace(0.0, 1.0, len(thumbs), dtype=np.float32)[:, None, None]
+    trend = (1.0 - a) * thumbs[:1] + a * thumbs[-1:]
+    return np.abs(thumbs - trend).mean(axis=(1, 2))
 
 
 def peak_index(frames: np.ndarray) -> int:

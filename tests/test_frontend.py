@@ -72,3 +72,12 @@ def test_video_errors(tmp_path):
         read_video(tmp_path / "bad.mp4")
     with pytest.raises(VideoError, match=r"\(N, H, W, 3\)"):
         video_views(np.zeros((4, 8, 8), np.uint8), 2, 16, 16)
+
+
+def test_peak_frame_ignores_steady_drift():
+    # a bright bar sweeps steadily across the frame (global drift); a blob appears and fades mid-clip
+    frames = np.zeros((12, 48, 48, 3), np.uint8)
+    for i in range(12):
+        frames[i, :, 4 * i : 4 * i + 4] = 200
+        cv2.circle(frames[i], (24, 24), [0, 0, 2, 5, 9, 12, 9, 5, 2, 0, 0, 0][i], (255, 255, 255), -1)
+    assert peak_index(frames) == 5

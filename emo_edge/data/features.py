@@ -21,7 +21,7 @@ from emo_edge.data.schema import Record, read_jsonl
 from emo_edge.labels import LABELS
 from emo_edge.vision import VideoError, read_video, video_views
 
-CACHE_VERSION = 1
+CACHE_VERSION = 2  # bump when preprocessing changes
 
 
 class ClipError(ValueError):

@@ -379,7 +379,7 @@ class Painter:
 
     def __init__(self, img: np.ndarray, pose: Pose):
         self.img, self.pose = img, pose
-        self.line = max(2, round(0.07 * pose.scale))  # >= 2 px even for the smallest faces
+        self.line = max(2, round(0.1 * pose.scale))  # >= 2 px even for the smallest faces
 
     def fill(self, pts: np.ndarray, color, depth: float = 1.0) -> None:
         cv2.fillPoly(self.img, [_to_px(pts, self.pose, depth)], color, cv2.LINE_AA, SHIFT)
@@ -624,7 +624,7 @@ def _distractor(rng: np.random.Generator, main: Pose) -> Pose:
 def render_video(path: Path, rng: np.random.Generator, family: str, intensity: float, n: int) -> dict[str, Any]:
     """Write the clip's n frames to `path` (mp4v) and return the render parameters."""
     target, style = expression_target(family, rng)
-    look, pose = random_look(rng), random_pose(rng, (0.35, 0.70))
+    look, pose = random_look(rng), random_pose(rng, (0.5, 0.85))
     poses, blinks = pose_track(pose, n, rng), blink_track(n, rng)
     profile, apex = expression_profile(n, rng)
     blinks[max(0, apex - 1) : apex + 2] = 1.0  # eyes open around the apex: the peak frame shows them

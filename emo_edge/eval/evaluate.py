@@ -32,8 +32,12 @@ def parse_modalities(text: str) -> tuple[str, ...]:
 @dataclass
 class Predictions:
     head: list[str] = field(default_factory=list)
-    llm: list[str | None] = field(default_factory=list)
+    answers: list[str] = field(default_factory=list)  # the LLM's raw emotion answers
     reasons: list[str] = field(default_factory=list)
+
+    @property
+    def llm(self) -> list[str | None]:
+        return [parse_label(a) for a in self.answers]
 
 
 @dataclass
@@ -88,6 +92,12 @@ def build_report(fs: Any, preds: Predictions, answer_from: str, modalities: tupl
     if preds.reasons:
         pairs = zip(fs.records[:3], preds.reasons[:3], strict=True)
         report["examples"] = [{"id": r.id, "label": r.label, "reason": a} for r, a in pairs]
+    # per clip, so two runs (e.g. a checkpoint and its bundle) can be compared clip by clip
+    report["predictions"] = [
+        {"id": r.id, "label": r.label, "head": preds.head[i],
+         **({"answer": preds.answers[i]} if preds.answers else {}),
+         **({"reason": preds.reasons[i]} if preds.reasons else {})}
+        for i, r in enumerate(fs.records)]
     return report
 
 
@@ -126,7 +136,7 @@ def evaluate_checkpoint(
             p = model.perception(batch.image, batch.frames, batch.mel, batch.present)
             preds.head += [LABELS[i] for i in p["logits"].argmax(-1).tolist()]
             if answer_from == "llm":
-                preds.llm += [parse_label(t) for t in model.generate(batch, max_new_tokens=8, perception=p)]
+                preds.answers += model.generate(batch, max_new_tokens=8, perception=p)
                 if reason:
                     rb = to_batch(fs.frames[idx], fs.image[idx], fs.mel[idx], v, a, ["reason"] * len(idx), subs)
                     preds.reasons += model.generate(rb, max_new_tokens=96, perception=p)
@@ -151,8 +161,10 @@ def evaluate_bundle(
     from emo_edge.runtime.bundle import load_bundle
     from emo_edge.runtime.pipeline import EmotionRuntime
 
+    opened: dict[str, Any] = {}
+
     def load() -> tuple[Any, Any]:
-        b = load_bundle(bundle, precision=precision, quant=quant)
+        b = opened["bundle"] = load_bundle(bundle, precision=precision, quant=quant)
         return EmotionRuntime(b), FrontendConfig(**b.frontend)
 
     def predict(rt: Any, es: EvalSet, preds: Predictions) -> None:
@@ -165,10 +177,16 @@ def evaluate_bundle(
                 continue
             for j, sub in enumerate(subs):
                 tok, mask = out["tokens"][j], out["token_mask"][j]
-                preds.llm.append(parse_label(rt.answer(tok, mask, "emotion", sub, max_new_tokens=8)))
+                preds.answers.append(rt.answer(tok, mask, "emotion", sub, max_new_tokens=8))
                 if reason:
                     preds.reasons.append(rt.answer(tok, mask, "reason", sub, max_new_tokens=96))
 
-    source = {"bundle": str(bundle)}
-    report = _run(load, data, answer_from, modalities, json_out, split, limit, progress, predict, source)
+    report = _run(load, data, answer_from, modalities, json_out, split, limit, progress, predict,
+                  {"bundle": str(bundle)})
+    b = opened["bundle"]
+    report.update({"precision": b.precision, "quant": b.quant,
+                   "perception_graph_precision": b.manifest["perception"][b.precision]["precision"]})
+    if json_out:
+        write_report(report, Path(json_out))
+    b.close()
     return report

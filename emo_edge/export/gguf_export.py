@@ -27,7 +27,6 @@ Parity (`check_llm_parity`), per quant, on real clips through the PyTorch percep
 from __future__ import annotations
 
 import ctypes
-import hashlib
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -37,6 +36,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from emo_edge.fileio import atomic_write, sha256_file
 from emo_edge.model.tokenizer import SPM_FILE
 from emo_edge.runtime.llm import LLAMA_LOG, LlamaCppLM, llama_lib
 
@@ -112,13 +112,13 @@ def export_llm(model: nn.Module, out_dir: str | Path, quants: Sequence[str] = ("
     meta, tok_meta = llama_metadata(llm.config), spm_metadata(model.tok, llm.get_input_embeddings().num_embeddings)
     tensors = gguf_tensors(llm)
     paths = {"f16": out / gguf_filename("f16")}
-    _atomic(paths["f16"], lambda tmp: write_f16(tmp, tensors, meta, tok_meta))
+    atomic_write(paths["f16"], lambda tmp: write_f16(tmp, tensors, meta, tok_meta))
     for q in dict.fromkeys(quants):
         if q != "f16":
             paths[q] = out / gguf_filename(q)
-            _atomic(paths[q], lambda tmp, q=q: quantize(paths["f16"], tmp, q, threads))
+            atomic_write(paths[q], lambda tmp, q=q: quantize(paths["f16"], tmp, q, threads))
     shapes = {name: tuple(reversed(arr.shape)) for name, arr in tensors.items()}
-    files = {q: {"file": p.name, "sha256": _sha256(p), "bytes": p.stat().st_size,
+    files = {q: {"file": p.name, "sha256": sha256_file(p), "bytes": p.stat().st_size,
                  **verify_gguf(p, shapes, {**meta, **tok_meta, "general.file_type": QUANTS[q]})}
              for q, p in paths.items()}
     parity = (check_llm_parity(model, paths, clips, max_new_tokens, threads) if clips is not None
@@ -446,19 +446,3 @@ def versions() -> dict[str, str]:
             "numpy": np.__version__}
 
 
-def _atomic(path: Path, write: Any) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    try:
-        write(tmp)
-    except Exception:
-        tmp.unlink(missing_ok=True)
-        raise
-    tmp.replace(path)
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()

@@ -16,7 +16,6 @@ Parity metric, per output tensor:
 
 from __future__ import annotations
 
-import hashlib
 import warnings
 from collections.abc import Mapping
 from pathlib import Path
@@ -28,6 +27,7 @@ from torch import nn
 
 from emo_edge.config import ModelConfig
 from emo_edge.export.io_spec import SPEC_FILE, GraphSpec, IOSpec, build_io_spec, dummy_inputs, dynamic_axes
+from emo_edge.fileio import atomic_write, sha256_file
 from emo_edge.model.perception import FUSED, Perception
 from emo_edge.runtime.perception import CPU, OrtPerception
 
@@ -100,11 +100,11 @@ def export_perception(model_or_perception: nn.Module, cfg: ModelConfig | None, o
     try:
         for graph in spec.graphs.values():
             export_graph(perception, graph, out / graph.filename, opset, seed)
-        _atomic_write(out / SPEC_FILE, spec.save)
+        atomic_write(out / SPEC_FILE, spec.save)
         parity = check_parity(perception, spec, out, real_inputs, seed, threads)
     finally:
         perception.train(was_training)
-    files = {name: {"file": g.filename, "sha256": _sha256(out / g.filename)} for name, g in spec.graphs.items()}
+    files = {name: {"file": g.filename, "sha256": sha256_file(out / g.filename)} for name, g in spec.graphs.items()}
     return {"files": files, "io_spec": SPEC_FILE, "opset": opset, "versions": versions(), "parity": parity}
 
 
@@ -243,15 +243,4 @@ def versions() -> dict[str, str]:
             "numpy": np.__version__}
 
 
-def _atomic_write(path: Path, write: Any) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    write(tmp)
-    tmp.replace(path)
 
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()

@@ -79,13 +79,23 @@ def sinusoids(length: int, width: int) -> torch.Tensor:
     return torch.cat([t.sin(), t.cos()], dim=1)
 
 
+def conv_stem(width: int, patch: int) -> nn.Sequential:
+    """Three stride-2 3x3 convs (x1/8), then a patch/8 patchify: the same grid as a plain patchify."""
+    c = [3, width // 4, width // 2, width]
+    layers: list[nn.Module] = []
+    for c_in, c_out in zip(c[:-1], c[1:], strict=True):
+        layers += [nn.Conv2d(c_in, c_out, 3, stride=2, padding=1), nn.GroupNorm(1, c_out), nn.GELU()]
+    return nn.Sequential(*layers, nn.Conv2d(width, width, patch // 8, stride=patch // 8))
+
+
 class ViT(nn.Module):
-    """Patchify -> learned positions -> blocks -> norm; returns the patch tokens."""
+    """Patchify (optionally after a conv stem) -> learned positions -> blocks -> norm; returns the patch tokens."""
 
     def __init__(self, cfg: ViTConfig, image_size: int):
         super().__init__()
         self.grid = image_size // cfg.patch
-        self.patch = nn.Conv2d(3, cfg.width, kernel_size=cfg.patch, stride=cfg.patch)
+        self.patch = (conv_stem(cfg.width, cfg.patch) if cfg.conv_stem
+                      else nn.Conv2d(3, cfg.width, kernel_size=cfg.patch, stride=cfg.patch))
         self.pos = nn.Parameter(torch.randn(1, self.grid * self.grid, cfg.width) * 0.02)
         self.blocks = nn.ModuleList(Block(cfg.width, cfg.heads, cfg.mlp_ratio) for _ in range(cfg.depth))
         self.norm = nn.LayerNorm(cfg.width)

@@ -13,13 +13,14 @@ with an error that names which file or field and why, before anything runs.
 
 from __future__ import annotations
 
-import hashlib
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from emo_edge.fileio import sha256_file
 
 FORMAT_VERSION = 1
 MANIFEST = "manifest.json"
@@ -29,14 +30,6 @@ PRECISIONS = ("fp32", "int8")
 
 class BundleError(ValueError):
     """A bundle that must not be used, with the reason."""
-
-
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def file_table(root: Path) -> dict[str, dict[str, Any]]:
