@@ -107,3 +107,17 @@ def load_checkpoint_cfg():
     from emo_edge.config import load_preset
 
     return load_preset("tiny").model.frontend
+
+
+def test_validate_counts_the_clips_it_asked(tiny_ckpt, synth_dir, monkeypatch):
+    from emo_edge.config import load_preset
+    from emo_edge.data.features import load_features
+    from emo_edge.labels import LABELS
+    from emo_edge.train.loop import validate
+
+    model = load_checkpoint(tiny_ckpt)
+    fs = load_features(synth_dir / "val.jsonl", load_preset("tiny").model.frontend, progress=False)
+    truth = iter([LABELS[i] for i in fs.labels])
+    # an LLM that is always right: the share must be exactly 1 whatever the batch and n_llm
+    monkeypatch.setattr(model, "generate", lambda batch, **kw: [next(truth) for _ in batch.suffixes])
+    assert validate(model, fs, n_llm=5)["val_llm_acc"] == 1.0

@@ -212,7 +212,7 @@ def sample_batch(fs: FeatureSet, idx: np.ndarray, stage: int, tc: TrainConfig, r
 def validate(model: EmotionLLM, fs: FeatureSet, n_llm: int = 48) -> dict[str, float]:
     """Head accuracy on the whole split and LLM emotion accuracy on its first n_llm clips."""
     model.eval()
-    correct, llm_correct = 0, 0
+    correct, llm_correct, n_asked = 0, 0, 0
     for s in range(0, len(fs), 64):
         idx = np.arange(s, min(s + 64, len(fs)))
         on = np.ones(len(idx), bool)
@@ -220,11 +220,12 @@ def validate(model: EmotionLLM, fs: FeatureSet, n_llm: int = 48) -> dict[str, fl
                          [fs.records[i].subtitle for i in idx])
         p = model.perception(batch.image, batch.frames, batch.mel, batch.present)
         correct += int((p["logits"].argmax(-1).numpy() == fs.labels[idx]).sum())
-        if s < n_llm:
+        if n_asked < n_llm:
             answers = model.generate(batch, max_new_tokens=4, perception=p)
             llm_correct += sum(parse_label(a) == LABELS[fs.labels[i]] for a, i in zip(answers, idx, strict=True))
+            n_asked += len(idx)
     model.train()
-    return {"val_head_acc": correct / len(fs), "val_llm_acc": llm_correct / min(n_llm, len(fs))}
+    return {"val_head_acc": correct / len(fs), "val_llm_acc": llm_correct / max(1, n_asked)}
 
 
 def build_model(cfg: ModelConfig, out: Path, resume_lora: bool) -> EmotionLLM:
