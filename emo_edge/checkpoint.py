@@ -53,6 +53,7 @@ def save_lora(model: Any, out: Path) -> None:
     tmp = out / (LORA_DIR + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     model.llm.save_pretrained(str(tmp))
+    (tmp / "README.md").unlink(missing_ok=True)  # peft's generated model card: not ours to ship
     shutil.rmtree(out / LORA_DIR, ignore_errors=True)
     tmp.rename(out / LORA_DIR)
 

@@ -12,6 +12,5 @@ emo-edge train --preset edge-small --data "$DATA" --out "$OUT" --seed 0
 rm -rf emo_edge/default.tmp && mkdir -p emo_edge/default.tmp
 cp -r "$OUT"/config.yaml "$OUT"/perception.safetensors "$OUT"/meta.json "$OUT"/log.jsonl "$OUT"/llm "$OUT"/lora \
   emo_edge/default.tmp/
-rm -f emo_edge/default.tmp/lora/README.md  # peft's generated model card: not ours to ship
 rm -rf emo_edge/default && mv emo_edge/default.tmp emo_edge/default
 echo "shipped: emo_edge/default ($(du -sh emo_edge/default | cut -f1))"

@@ -121,3 +121,8 @@ def test_validate_counts_the_clips_it_asked(tiny_ckpt, synth_dir, monkeypatch):
     # an LLM that is always right: the share must be exactly 1 whatever the batch and n_llm
     monkeypatch.setattr(model, "generate", lambda batch, **kw: [next(truth) for _ in batch.suffixes])
     assert validate(model, fs, n_llm=5)["val_llm_acc"] == 1.0
+
+
+def test_lora_dir_holds_only_the_adapter(tiny_ckpt):
+    assert sorted(p.name for p in (tiny_ckpt / ck.LORA_DIR).iterdir()) == ["adapter_config.json",
+                                                                           "adapter_model.safetensors"]

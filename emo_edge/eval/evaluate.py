@@ -61,7 +61,7 @@ class EvalSet:
 
 def _run(
     load: Callable[[], tuple[Any, Any]], data: str | Path, answer_from: str, modalities: tuple[str, ...],
-    json_out: str | Path | None, split: str, limit: int | None, progress: bool,
+    split: str, limit: int | None, progress: bool,
     predict: Callable[[Any, EvalSet, Predictions], None], source: dict[str, Any],
 ) -> dict[str, Any]:
     from emo_edge.data.features import load_features
@@ -75,8 +75,6 @@ def _run(
     predict(runner, EvalSet(fs, modalities), preds)
     report = build_report(fs, preds, answer_from, modalities)
     report.update({**source, "data": str(data), "split": split})
-    if json_out:
-        write_report(report, Path(json_out))
     return report
 
 
@@ -143,8 +141,11 @@ def evaluate_checkpoint(
 
     torch.set_num_threads(2)
     with torch.inference_mode():
-        return _run(load, data, answer_from, modalities, json_out, split, limit, progress, predict,
-                    {"checkpoint": str(resolve(checkpoint))})
+        report = _run(load, data, answer_from, modalities, split, limit, progress, predict,
+                      {"checkpoint": str(resolve(checkpoint))})
+    if json_out:
+        write_report(report, Path(json_out))
+    return report
 
 
 # ---------------------------------------------------------------------------------------------
@@ -181,7 +182,7 @@ def evaluate_bundle(
                 if reason:
                     preds.reasons.append(rt.answer(tok, mask, "reason", sub, max_new_tokens=96))
 
-    report = _run(load, data, answer_from, modalities, json_out, split, limit, progress, predict,
+    report = _run(load, data, answer_from, modalities, split, limit, progress, predict,
                   {"bundle": str(bundle)})
     b = opened["bundle"]
     report.update({"precision": b.precision, "quant": b.quant,
