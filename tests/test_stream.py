@@ -1,0 +1,271 @@
+"""The live runtime's logic on the CPU: ring buffers, VAD and utterances, windows, fast/slow paths, faults.
+
+A fake model stands in for the bundle (its answers are scripted); the clock is simulated, so every
+timing here is exact. The real bundle under a real stream is exercised by tests/test_ros_node.py.
+"""
+
+from __future__ import annotations
+
+import shutil
+import threading
+
+import numpy as np
+import pytest
+from scipy.signal import resample_poly
+
+from emo_edge.config import FrontendConfig
+from emo_edge.runtime.buffers import AudioRing, FrameRing, StreamInputError, resample_frames
+from emo_edge.runtime.stream import SlowJob, SlowPath, StreamConfig, StreamRuntime, to_mono_float
+from emo_edge.runtime.vad import EnergyVad, UtteranceTracker, WebRtcVad, webrtc_available
+
+LABELS = ["neutral", "happy", "sad", "angry", "worried", "surprise"]
+FE = FrontendConfig(window_seconds=2.0, n_frames=4, frame_size=16, image_size=24)
+RATE = FE.sample_rate
+
+
+class FakeModel:
+    """`EmotionRuntime`'s interface: 'happy' when the window has audio energy, else 'neutral'."""
+
+    labels = LABELS
+
+    def __init__(self, answer_gate: threading.Event | None = None):
+        self.gate = answer_gate
+        self.perceived: list[np.ndarray] = []  # present flags per call
+        self.answers = 0
+
+    def perceive(self, image, frames, mel, present):
+        assert image.shape == (1, 24, 24, 3) and frames.shape == (1, 4, 16, 16, 3) and mel.shape[:2] == (1, 64)
+        self.perceived.append(present[0].copy())
+        loud = present[0, 2] > 0 and mel.max() > 0.5
+        scores = np.full((1, 6), 0.02, np.float32)
+        scores[0, 1 if loud else 0] = 0.9
+        return {"scores": scores, "labels": ["happy" if loud else "neutral"], "va": np.array([[0.5, 0.3]]),
+                "tokens": np.zeros((1, 4, 8), np.float32), "token_mask": np.ones((1, 4), np.float32)}
+
+    def answer(self, tokens, token_mask, task, subtitle, max_new_tokens=96, on_token=None):
+        if self.gate is not None:
+            assert self.gate.wait(10)
+        self.answers += 1
+        text = "happy" if task == "emotion" else "The voice is loud and bright, so the person is happy."
+        for piece in text.split(" "):
+            if on_token is not None:
+                on_token(piece + " ")
+        return text
+
+
+class Sim:
+    """Feeds a StreamRuntime on a simulated clock: 30 fps frames and 20 ms audio chunks."""
+
+    def __init__(self, cfg: StreamConfig, model: FakeModel | None = None):
+        self.t = 0.0
+        self.states, self.reasoning = [], []
+        self.model = model or FakeModel()
+        self.rt = StreamRuntime(self.model, FE, cfg, clock=lambda: self.t, on_state=self.states.append,
+                                on_reasoning=self.reasoning.append)
+
+    def run(self, seconds: float, wave_fn=None, frames: bool = True, audio: bool = True) -> None:
+        for _ in range(int(round(seconds / 0.02))):
+            if audio:
+                k = np.arange(320) + int(round(self.t * RATE))
+                self.rt.push_audio(self.t, wave_fn(k) if wave_fn else np.zeros(320, np.float32), RATE)
+            if frames:
+                for j in range(int(np.ceil(self.t * 30 - 1e-9)), int(np.ceil((self.t + 0.02) * 30 - 1e-9))):
+                    self.rt.push_frame(j / 30, np.full((48, 64, 3), j % 256, np.uint8))
+            self.t = round(self.t + 0.02, 6)
+            self.rt.step()
+
+
+def tone(k: np.ndarray) -> np.ndarray:
+    """A loud 220 Hz tone with 5 Hz amplitude modulation (speech-like energy for the energy VAD)."""
+    return (0.5 * np.sin(2 * np.pi * 220 * k / RATE) * (0.6 + 0.4 * np.sin(2 * np.pi * 5 * k / RATE))).astype(
+        np.float32)
+
+
+# -- buffers ----------------------------------------------------------------------------------------
+
+def test_frame_ring_is_bounded_and_refuses_time_going_back():
+    ring = FrameRing(seconds=1.0, max_frames=10)
+    for i in range(100):  # a burst: 100 frames in 0.5 s
+        ring.push(i * 0.005, np.zeros((2, 2, 3), np.uint8))
+    assert len(ring) == 10 and ring.latest == pytest.approx(0.495)
+    ring.push(5.0, np.zeros((2, 2, 3), np.uint8))
+    assert len(ring) == 1  # older than 1 s before the newest: gone
+    with pytest.raises(StreamInputError) as e:
+        ring.push(4.0, np.zeros((2, 2, 3), np.uint8))
+    assert e.value.kind == "time_backwards" and len(ring) == 1
+
+
+def test_audio_ring_wraps_pads_gaps_and_reads_by_time():
+    ring = AudioRing(rate=100, seconds=1.0)  # 100 samples
+    for i in range(15):  # 1.5 s of a ramp in 0.1 s chunks: wraps around once
+        ring.push(i * 0.1, np.arange(i * 10, i * 10 + 10, dtype=np.float32))
+    assert ring.written == 150 and ring.t_end == pytest.approx(1.5)
+    np.testing.assert_array_equal(ring.window(1.0, 5), [100, 101, 102, 103, 104])
+    np.testing.assert_array_equal(ring.read(40, 45), np.zeros(5))  # overwritten: zeros, not stale data
+    ring.push(2.0, np.full(10, 7, np.float32))  # 0.5 s gap -> 50 samples of silence first
+    assert ring.written == 150 + 50 + 10
+    np.testing.assert_array_equal(ring.window(1.45, 10), [145, 146, 147, 148, 149, 0, 0, 0, 0, 0])
+    np.testing.assert_array_equal(ring.window(2.0, 10), np.full(10, 7))
+    with pytest.raises(StreamInputError, match="before the previous"):
+        ring.push(1.9, np.zeros(10, np.float32))
+
+
+def test_resample_frames_evens_out_bursts_and_drops():
+    times = np.concatenate([np.linspace(0, 0.1, 30), [0.9]])  # a burst, then a 0.8 s drop
+    frames = [np.full((4, 4, 3), i, np.uint8) for i in range(len(times))]
+    out = resample_frames(times, frames, 0.0, 1.0, fps=10)
+    assert out.shape == (10, 4, 4, 3)
+    # grid at 0.05, 0.15, .., 0.95 s: one frame of the burst per slot, then held through the drop
+    assert [int(f[0, 0, 0]) for f in out] == [14] + [29] * 8 + [30]
+
+
+def test_to_mono_float_converts_and_refuses():
+    np.testing.assert_allclose(to_mono_float(np.array([[16384, -16384], [0, 0]], np.int16)), [0.0, 0.0])
+    np.testing.assert_allclose(to_mono_float(np.array([16384], np.int16)), [0.5])
+    for bad, kind in ((np.array([1, 2], np.uint8), "audio_format"), (np.zeros((0,), np.float32), "audio_format"),
+                      (np.array([np.nan], np.float32), "audio_format")):
+        with pytest.raises(StreamInputError) as e:
+            to_mono_float(bad)
+        assert e.value.kind == kind
+
+
+# -- VAD and utterances -----------------------------------------------------------------------------
+
+def test_utterance_tracker_starts_ends_and_drops_short_bursts():
+    tr = UtteranceTracker(frame_s=0.03, start_s=0.09, hangover_s=0.3, max_s=2.0, min_s=0.3)
+    flags = [False] * 10 + [True] * 2 + [False] * 20 + [True] * 30 + [False] * 5 + [True] * 10 + [False] * 20
+    ended = [u for i, f in enumerate(flags) if (u := tr.update(i * 0.03, f)) is not None]
+    assert len(ended) == 1  # the 2-frame blip never starts one; the 5-frame pause does not end one
+    u = ended[0]
+    assert u.id == 1 and u.start == pytest.approx(32 * 0.03) and u.end == pytest.approx(77 * 0.03)
+    long = [tr.update(3.0 + i * 0.03, True) for i in range(100)]
+    assert sum(u is not None for u in long) == 1  # cut at max_s = 2 s
+
+
+@pytest.mark.skipif(shutil.which("espeak-ng") is None, reason="espeak-ng is not installed (scripts/setup.sh)")
+@pytest.mark.parametrize("kind", ["webrtc", "energy"])
+def test_vad_finds_real_speech(kind):
+    if kind == "webrtc" and not webrtc_available():
+        pytest.skip("webrtcvad is not installed (pip install webrtcvad-wheels)")
+    from emo_edge.data.synth import RESAMPLE, speak
+
+    speech = resample_poly(speak("The weather was fine all day long.", "en-us", 50, 160, 100, "medium"), *RESAMPLE)
+    rng = np.random.default_rng(0)
+    wave = np.concatenate([np.zeros(RATE), speech / np.abs(speech).max() * 0.5, np.zeros(RATE)]).astype(np.float32)
+    wave += 0.003 * rng.standard_normal(wave.size).astype(np.float32)  # a quiet room (~ -50 dBFS)
+    vad = WebRtcVad(RATE, 1) if kind == "webrtc" else EnergyVad()
+    n = 480
+    flags = np.array([vad.is_speech(wave[i:i + n]) for i in range(0, wave.size - n, n)])
+    t = np.arange(flags.size) * 0.03
+    in_speech = (t > 1.1) & (t < 1.0 + speech.size / RATE - 0.3)
+    assert flags[in_speech].mean() > 0.7 and flags[(t > 0.3) & (t < 0.9)].mean() < 0.1  # after 0.3 s to adapt
+
+
+# -- the stream runtime -------------------------------------------------------------------------------
+
+def test_fast_path_runs_at_its_rate_with_latency_and_missing_modalities():
+    sim = Sim(StreamConfig(fast_hz=4, vad="energy", slow="off", stale_s=0.5))
+    sim.run(3.0)
+    head = [s for s in sim.states if s.source == "head"]
+    assert 11 <= len(head) <= 13  # 4 Hz over 3 s
+    assert all(s.utterance_id == 0 and s.present == (True, True) and s.label == "neutral" for s in head)
+    assert all(s.window_end - s.window_start == pytest.approx(2.0) for s in head)
+    lat = sim.rt.stats()["latency_ms"]["head"]
+    assert lat["n"] == len(head) and lat["median_ms"] is not None and lat["p95_ms"] >= lat["median_ms"]
+    sim.run(2.0, frames=False)  # the camera is gone: after stale_s the model gets video as absent
+    assert sim.states[-1].present == (False, True)
+    sim.run(2.0, audio=False)  # camera back, microphone gone
+    assert sim.states[-1].present == (True, False)
+    n = len(sim.states)
+    sim.run(2.0, frames=False, audio=False)  # nothing at all: no updates, counted as idle
+    assert len(sim.states) <= n + 2 and sim.rt.stats()["counts"]["idle"] > 0
+
+
+def test_utterance_end_gives_head_state_then_llm_label_and_streamed_reasoning():
+    sim = Sim(StreamConfig(fast_hz=0, vad="energy", slow="utterance", utterance_tail_s=0.1))
+    sim.run(1.0)
+    sim.run(1.5, wave_fn=tone)  # speech from t=1.0 to 2.5
+    sim.run(1.5)
+    assert sim.rt.slow.wait_idle(10)
+    head = [s for s in sim.states if s.source == "head"]
+    assert len(head) == 1 and head[0].utterance_id == 1 and head[0].label == "happy"
+    assert head[0].window_start == pytest.approx(1.0, abs=0.04) and head[0].window_end == pytest.approx(2.6, abs=0.04)
+    # the state comes once the tail has arrived, then waits for the next step: latency >= 0 and < hangover + tick
+    assert 0 <= head[0].latency_ms <= 600
+    llm = [s for s in sim.states if s.source == "llm"]
+    assert len(llm) == 1 and llm[0].label == "happy" and llm[0].utterance_id == 1 and llm[0].scores == []
+    texts = [r.text for r in sim.reasoning]
+    assert len(texts) > 3 and [r.done for r in sim.reasoning] == [False] * (len(texts) - 1) + [True]
+    assert all(b.startswith(a.strip()) for a, b in zip(texts, texts[1:], strict=False))
+    assert texts[-1].endswith("happy.") and sim.reasoning[-1].utterance_id == 1
+
+
+def test_busy_slow_path_coalesces_or_drops_and_never_queues():
+    for policy, expect in (("coalesce", {"submitted": 4, "coalesced": 2, "done": 2}),
+                           ("drop", {"submitted": 4, "dropped": 3, "done": 1})):
+        gate, started, ran = threading.Event(), threading.Event(), []
+
+        def work(job, gate=gate, started=started, ran=ran):
+            started.set()
+            assert gate.wait(10)
+            ran.append(job.utterance_id)
+
+        slow = SlowPath(work, policy)
+        jobs = [SlowJob(i, np.zeros((1, 1)), np.ones(1), 0, 1, 0, 0, (True, True)) for i in range(1, 5)]
+        outcomes = [slow.submit(jobs[0])]
+        assert started.wait(10)  # the worker is busy with the first job
+        outcomes += [slow.submit(j) for j in jobs[1:]]
+        gate.set()
+        assert slow.wait_idle(10)
+        slow.close()
+        assert {k: slow.counts[k] for k in expect} == expect
+        if policy == "coalesce":
+            assert outcomes == ["started", "waiting", "coalesced", "coalesced"] and ran == [1, 4]
+        else:
+            assert outcomes == ["started", "dropped", "dropped", "dropped"] and ran == [1]
+
+
+def test_timer_triggers_the_slow_path_without_speech():
+    sim = Sim(StreamConfig(fast_hz=2, vad="energy", slow="timer", slow_period_s=1.0))
+    sim.run(3.5)
+    assert sim.rt.slow.wait_idle(10)
+    llm = [s for s in sim.states if s.source == "llm"]
+    assert 2 <= len(llm) <= 4 and len({s.utterance_id for s in llm}) == len(llm)
+
+
+def test_faults_are_refused_counted_and_the_stream_goes_on():
+    sim = Sim(StreamConfig(fast_hz=2, vad="energy", slow="off"))
+    sim.run(1.0)
+    rt = sim.rt
+    cases = [
+        (lambda: rt.push_frame(sim.t, np.zeros((48, 64), np.uint8)), "frame_format"),
+        (lambda: rt.push_frame(sim.t, np.zeros((48, 64, 3), np.float32)), "frame_format"),
+        (lambda: rt.push_audio(sim.t, np.zeros(441, np.float32), 44100), "audio_rate"),
+        (lambda: rt.push_audio(sim.t, np.zeros(320, np.uint8), RATE), "audio_format"),
+        (lambda: rt.push_frame(sim.t - 5, np.zeros((48, 64, 3), np.uint8)), "time_backwards"),
+        (lambda: rt.push_audio(sim.t - 5, np.zeros(320, np.float32), RATE), "time_backwards"),
+    ]
+    for call, kind in cases:
+        with pytest.raises(StreamInputError) as e:
+            call()
+        assert e.value.kind == kind
+    n = len(sim.states)
+    sim.run(1.0)
+    assert len(sim.states) >= n + 2
+    assert rt.stats()["faults"] == {"frame_format": 2, "audio_rate": 1, "audio_format": 1, "time_backwards": 2}
+
+
+def test_memory_stays_bounded_under_a_burst():
+    sim = Sim(StreamConfig(fast_hz=1, vad="energy", slow="off", buffer_s=3.0, max_frames=50, max_side=32,
+                           utterance_max_s=2.0))
+    for i in range(3000):  # 10 s at 300 fps (10x), frames 480x640 stored at most 32 px on a side
+        sim.rt.push_frame(i / 300, np.zeros((480, 640, 3), np.uint8))
+    assert len(sim.rt.frames) == 50 and max(f.shape[:2] for _, f in sim.rt.frames._items) == (24, 32)
+    assert sim.rt.audio.capacity == 3 * RATE
+
+
+def test_config_rejects_impossible_settings():
+    for bad in ({"vad": "silero"}, {"slow": "always"}, {"slow_policy": "queue"}, {"fast_hz": -1},
+                {"window_s": 20.0}, {"utterance_max_s": 20.0}):
+        with pytest.raises(ValueError, match=next(iter(bad))):
+            StreamConfig(**bad)
