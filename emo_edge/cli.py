@@ -44,6 +44,28 @@ def data_synth(
     console.print(f"done in {time.time() - t0:.1f} s")
 
 
+@data_app.command("prepare")
+def data_prepare(
+    source: Annotated[str, typer.Option(help="dataset: mer2023, mer2024, caer, dfew, mafw, mafw-m, meld, mc-eiu, "
+                                             "iemocap, ch-sims, ch-sims-v2, cmu-mosi, cmu-mosei, bold, e3, ov-merd+")],
+    root: Annotated[Path, typer.Option(help="the dataset's top directory, as distributed")],
+    out: Annotated[Path, typer.Option(help="output directory (gets <split>.jsonl, media/ and prepare_report.json)")],
+    workers: Annotated[int, typer.Option(help="parallel ffmpeg processes")] = 2,
+) -> None:
+    """Convert a licensed dataset's own layout to unified JSONL; unreadable or missing clips are reported."""
+    from emo_edge.data.adapters import prepare
+
+    try:
+        report = prepare(source, root, out, workers)
+    except (FileNotFoundError, ValueError, RuntimeError) as e:
+        _fail(str(e))
+    console.print(f"{source}: " + ", ".join(f"{k} {v}" for k, v in report["counts"].items()) + f" -> {out}")
+    for b in report["bad"][:10]:
+        console.print(f"[yellow]bad clip[/] {b['id']}: {b['reason']}")
+    if report["n_bad"]:
+        console.print(f"{report['n_bad']} clip(s) left out; all listed in {out / 'prepare_report.json'}")
+
+
 @app.command()
 def train(
     data: Annotated[Path, typer.Option(help="directory with train.jsonl and val.jsonl")],
@@ -68,7 +90,12 @@ def train(
 
 @app.command("eval")
 def eval_(
-    data: Annotated[Path, typer.Option(help="directory with <split>.jsonl, or a JSONL file")],
+    data: Annotated[Path | None, typer.Option(help="directory with <split>.jsonl, or a JSONL file")] = None,
+    benchmark: Annotated[str | None, typer.Option(help="score one of the 18 benchmarks instead (needs --root "
+                                                       "or a prepared --work)")] = None,
+    root: Annotated[Path | None, typer.Option(help="with --benchmark: the source dataset's top directory")] = None,
+    work: Annotated[Path | None, typer.Option(help="with --benchmark: prepared data directory "
+                                                   "(default runs/benchmarks/<source>)")] = None,
     checkpoint: Annotated[str, typer.Option(help="checkpoint directory, or 'default'")] = "default",
     bundle: Annotated[Path | None, typer.Option(help="evaluate an exported bundle (torch-free) instead")] = None,
     quant: Annotated[str | None, typer.Option(help="with --bundle: GGUF quantisation to use")] = None,
@@ -80,11 +107,20 @@ def eval_(
     limit: Annotated[int | None, typer.Option(help="evaluate only the first N clips")] = None,
     reason: Annotated[bool, typer.Option(help="also generate reasons and score cue recall (LLM only)")] = True,
 ) -> None:
-    """Evaluate: accuracy, WAF, UAR, WAR, per-class scores, cue recall, LLM/head agreement."""
+    """Evaluate: accuracy, WAF, UAR, WAR, per-class scores, cue recall, LLM/head agreement; or a benchmark's metrics."""
     from emo_edge.eval.evaluate import evaluate_bundle, evaluate_checkpoint, parse_modalities
 
+    if (data is None) == (benchmark is None):
+        _fail("give exactly one of --data or --benchmark")
+    if benchmark is not None and bundle is not None:
+        _fail("--benchmark evaluates a checkpoint; --bundle is not supported with it yet")
     try:
         mods = parse_modalities(modalities)
+        if benchmark is not None:
+            from emo_edge.eval.benchmarks import evaluate_benchmark
+
+            _print_benchmark(evaluate_benchmark(benchmark, root, work, checkpoint, answer_from, mods, json_out, limit))
+            return
         if bundle is not None:
             report = evaluate_bundle(bundle, data, answer_from, mods, json_out, split, reason=reason, limit=limit,
                                      precision=precision, quant=quant)
@@ -94,6 +130,17 @@ def eval_(
     except (FileNotFoundError, ValueError) as e:
         _fail(str(e))
     _print_report(report)
+
+
+def _print_benchmark(r: dict) -> None:
+    b = r["benchmark"]
+    t = Table(title=f"{b['name']} ({b['task']}, {b['source']}/{b['split']}), {r['answer_from']} answers, n={r['n']}")
+    for k in (*b["metrics"], "n_bad"):
+        t.add_column(k)
+    t.add_row(*[f"{r[k]:.4f}" if isinstance(r[k], float) else str(r[k]) for k in (*b["metrics"], "n_bad")])
+    console.print(t)
+    for bad in r["bad"][:10]:
+        console.print(f"[yellow]left out:[/] {bad}")
 
 
 def _print_report(r: dict) -> None:
@@ -146,6 +193,59 @@ def _print_parity(parity: dict) -> None:
 
 
 @app.command()
+def run(
+    bundle: Annotated[Path, typer.Option(help="exported bundle directory")],
+    video: Annotated[Path | None, typer.Option(help="a video file, played once at its real rate")] = None,
+    audio: Annotated[Path | None, typer.Option(help="with --video: a 16 kHz wav (default: its own track)")] = None,
+    camera: Annotated[str | None, typer.Option(help="camera index, video file or stream URL (OpenCV)")] = None,
+    mic: Annotated[str | None, typer.Option(help="PortAudio input device name or index, or 'default'")] = None,
+    jsonl: Annotated[Path | None, typer.Option(help="write every state and reasoning update here (JSON lines)")] = None,
+    seconds: Annotated[float | None, typer.Option(help="stop after this many seconds (live input)")] = None,
+    fast_hz: Annotated[float, typer.Option(help="sliding-window head updates per second (0: utterances only)")] = 2.0,
+    vad: Annotated[str, typer.Option(help="voice-activity detector: webrtc, energy or none")] = "webrtc",
+    reason: Annotated[bool, typer.Option(help="stream the LLM's reasoning after each utterance")] = True,
+) -> None:
+    """Live emotion perception: camera + microphone (or a file at real rate) in, states and reasoning out."""
+    from emo_edge.runtime.bundle import BundleError, load_bundle
+    from emo_edge.runtime.live import JsonlSink, run_live
+    from emo_edge.runtime.pipeline import EmotionRuntime
+    from emo_edge.runtime.stream import EmotionUpdate, ReasoningUpdate, StreamConfig
+
+    try:
+        config = StreamConfig(fast_hz=fast_hz, vad=vad, reason=reason)
+        b = load_bundle(bundle)
+    except (BundleError, ValueError) as e:
+        _fail(str(e))
+    out = jsonl.open("w") if jsonl else None
+    sink = JsonlSink(out)
+
+    def state(u: EmotionUpdate) -> None:
+        sink.write("state", u.to_dict())
+        utt = f" utterance {u.utterance_id}" if u.utterance_id else ""
+        score = f" {max(u.scores):.2f}" if u.scores else ""
+        console.print(f"[bold]{u.source:4}[/] {u.label or '?':9}{score}{utt}  latency {u.latency_ms:.0f} ms")
+
+    def reasoning(r: ReasoningUpdate) -> None:
+        sink.write("reasoning", r.to_dict())
+        if r.done:
+            console.print(f"[cyan]reason[/] utterance {r.utterance_id}: {r.text}")
+
+    try:
+        stats = run_live(EmotionRuntime(b), b.frontend, config, video, audio, camera, mic, seconds, state, reasoning,
+                         say=lambda m: console.print(f"[yellow]{m}[/]"))
+        sink.write("stats", stats)
+    except (FileNotFoundError, ValueError, ImportError) as e:
+        _fail(str(e))
+    finally:
+        if out is not None:
+            out.close()
+        b.close()
+    lat = stats["latency_ms"]["head"]
+    console.print(f"head updates {stats['counts'].get('head_updates', 0)}, latency median {lat['median_ms']} ms, "
+                  f"p95 {lat['p95_ms']} ms; faults {stats['faults']}")
+
+
+@app.command()
 def info(
     preset: Annotated[str | None, typer.Option(help="parameter counts of a preset (built on the meta device)")] = None,
     checkpoint: Annotated[str | None, typer.Option(help="a checkpoint's training record and counts")] = None,
@@ -168,6 +268,45 @@ def info(
     console.print("tokens: " + json.dumps(summary["tokens"]))
     if summary.get("meta"):
         console.print("trained: " + json.dumps(summary["meta"]))
+
+
+@app.command()
+def bench(
+    bundle: Annotated[Path, typer.Option(help="an exported bundle (emo-edge export)")],
+    out: Annotated[Path, typer.Option(help="output directory: results.json, results.md, latency/budget PNGs")],
+    data: Annotated[Path | None, typer.Option(help="recorded clips: a directory with test.jsonl (SynthEmo)")] = None,
+    bag: Annotated[Path | None, typer.Option(help="a ROS 2 bag (MCAP) to replay instead (not implemented yet)")] = None,
+    checkpoint: Annotated[str | None, typer.Option(help="checkpoint for the PyTorch/transformers reference, "
+                                                        "or 'default'")] = None,
+    threads: Annotated[int, typer.Option(help="threads of every backend")] = 2,
+    reps: Annotated[int, typer.Option(help="at least this many timed repetitions per stage")] = 30,
+    min_seconds: Annotated[float, typer.Option(help="and at least this many seconds of them")] = 2.0,
+    warmup: Annotated[int, typer.Option(help="untimed calls before timing")] = 3,
+    rounds: Annotated[int, typer.Option(help="timing rounds (two give the stability spread)")] = 2,
+    clips: Annotated[int, typer.Option(help="input windows the timings rotate over")] = 4,
+    eval_clips: Annotated[int, typer.Option(help="test clips for the WAF per budget/precision (0: skip)")] = 120,
+    isolate: Annotated[bool, typer.Option(help="time each backend in its own process (own peak RSS)")] = True,
+) -> None:
+    """Time every stage on every available backend, sweep the token budget, place stages under the roofline."""
+    import sys
+
+    from emo_edge.bench.runner import BenchConfig, run_bench
+    from emo_edge.bench.stats import Reps
+
+    if bag is not None:
+        _fail(f"--bag {bag}: ROS 2 bag replay is not implemented yet (it comes with the ROS 2 node); use --data")
+    if data is None:
+        _fail("give --data (a directory with test.jsonl)")
+    try:
+        cfg = BenchConfig(bundle, data, out, checkpoint, threads, Reps(warmup, reps, min_seconds, max(1000, reps)),
+                          rounds, clips, eval_clips, isolate=isolate)
+        results = run_bench(cfg, command=" ".join(["emo-edge", *sys.argv[1:]]))
+    except (FileNotFoundError, ValueError) as e:
+        _fail(str(e))
+    for t in results["targets"]:
+        mark = {True: "[green]met[/]", False: "[red]unmet[/]", None: "[yellow]not measured[/]"}[t["met"]]
+        console.print(f"{mark}  {t['target']}: {t['detail']}")
+    console.print(f"wrote {out / 'results.json'}, {out / 'results.md'} and plots")
 
 
 if __name__ == "__main__":

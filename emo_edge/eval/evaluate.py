@@ -59,11 +59,11 @@ class EvalSet:
             yield idx, v, a, subs
 
 
-def _run(
+def _collect(
     load: Callable[[], tuple[Any, Any]], data: str | Path, answer_from: str, modalities: tuple[str, ...],
-    split: str, limit: int | None, progress: bool,
-    predict: Callable[[Any, EvalSet, Predictions], None], source: dict[str, Any],
-) -> dict[str, Any]:
+    split: str, limit: int | None, progress: bool, predict: Callable[[Any, EvalSet, Predictions], None],
+) -> tuple[Any, Predictions]:
+    """The split's features and the model's predictions on them."""
     from emo_edge.data.features import load_features
     from emo_edge.data.schema import find_split
 
@@ -73,6 +73,15 @@ def _run(
     fs = load_features(find_split(data, split), frontend, limit=limit, progress=progress)
     preds = Predictions()
     predict(runner, EvalSet(fs, modalities), preds)
+    return fs, preds
+
+
+def _run(
+    load: Callable[[], tuple[Any, Any]], data: str | Path, answer_from: str, modalities: tuple[str, ...],
+    split: str, limit: int | None, progress: bool,
+    predict: Callable[[Any, EvalSet, Predictions], None], source: dict[str, Any],
+) -> dict[str, Any]:
+    fs, preds = _collect(load, data, answer_from, modalities, split, limit, progress, predict)
     report = build_report(fs, preds, answer_from, modalities)
     report.update({**source, "data": str(data), "split": split})
     return report
@@ -113,14 +122,11 @@ def write_report(report: dict[str, Any], json_out: Path) -> None:
 # ---------------------------------------------------------------------------------------------
 
 
-def evaluate_checkpoint(
-    checkpoint: str | Path, data: str | Path, answer_from: str = "llm", modalities: tuple[str, ...] = MODALITIES,
-    json_out: str | Path | None = None, split: str = "test", batch_size: int = 32, reason: bool = True,
-    limit: int | None = None, progress: bool = True,
-) -> dict[str, Any]:
-    import torch
-
-    from emo_edge.checkpoint import load_checkpoint, resolve
+def _checkpoint_runner(
+    checkpoint: str | Path, answer_from: str, batch_size: int, reason: bool, progress: bool,
+) -> tuple[Callable[[], tuple[Any, Any]], Callable[[Any, EvalSet, Predictions], None]]:
+    """`load` and `predict` for a PyTorch checkpoint (see `_collect`)."""
+    from emo_edge.checkpoint import load_checkpoint
     from emo_edge.model.inputs import to_batch
 
     def load() -> tuple[Any, Any]:
@@ -139,6 +145,19 @@ def evaluate_checkpoint(
                     rb = to_batch(fs.frames[idx], fs.image[idx], fs.mel[idx], v, a, ["reason"] * len(idx), subs)
                     preds.reasons += model.generate(rb, max_new_tokens=96, perception=p)
 
+    return load, predict
+
+
+def evaluate_checkpoint(
+    checkpoint: str | Path, data: str | Path, answer_from: str = "llm", modalities: tuple[str, ...] = MODALITIES,
+    json_out: str | Path | None = None, split: str = "test", batch_size: int = 32, reason: bool = True,
+    limit: int | None = None, progress: bool = True,
+) -> dict[str, Any]:
+    import torch
+
+    from emo_edge.checkpoint import resolve
+
+    load, predict = _checkpoint_runner(checkpoint, answer_from, batch_size, reason, progress)
     torch.set_num_threads(2)
     with torch.inference_mode():
         report = _run(load, data, answer_from, modalities, split, limit, progress, predict,
@@ -146,6 +165,20 @@ def evaluate_checkpoint(
     if json_out:
         write_report(report, Path(json_out))
     return report
+
+
+def predict_checkpoint(
+    checkpoint: str | Path, data: str | Path, answer_from: str = "llm", modalities: tuple[str, ...] = MODALITIES,
+    split: str = "test", batch_size: int = 32, reason: bool = False, limit: int | None = None, progress: bool = True,
+) -> tuple[Any, Predictions]:
+    """A split's FeatureSet (records, skipped clips) and a checkpoint's raw predictions, unscored:
+    for label sets other than the shared one (emo_edge.eval.benchmarks)."""
+    import torch
+
+    load, predict = _checkpoint_runner(checkpoint, answer_from, batch_size, reason, progress)
+    torch.set_num_threads(2)
+    with torch.inference_mode():
+        return _collect(load, data, answer_from, modalities, split, limit, progress, predict)
 
 
 # ---------------------------------------------------------------------------------------------
