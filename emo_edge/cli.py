@@ -193,6 +193,59 @@ def _print_parity(parity: dict) -> None:
 
 
 @app.command()
+def run(
+    bundle: Annotated[Path, typer.Option(help="exported bundle directory")],
+    video: Annotated[Path | None, typer.Option(help="a video file, played once at its real rate")] = None,
+    audio: Annotated[Path | None, typer.Option(help="with --video: a 16 kHz wav (default: its own track)")] = None,
+    camera: Annotated[str | None, typer.Option(help="camera index, video file or stream URL (OpenCV)")] = None,
+    mic: Annotated[str | None, typer.Option(help="PortAudio input device name or index, or 'default'")] = None,
+    jsonl: Annotated[Path | None, typer.Option(help="write every state and reasoning update here (JSON lines)")] = None,
+    seconds: Annotated[float | None, typer.Option(help="stop after this many seconds (live input)")] = None,
+    fast_hz: Annotated[float, typer.Option(help="sliding-window head updates per second (0: utterances only)")] = 2.0,
+    vad: Annotated[str, typer.Option(help="voice-activity detector: webrtc, energy or none")] = "webrtc",
+    reason: Annotated[bool, typer.Option(help="stream the LLM's reasoning after each utterance")] = True,
+) -> None:
+    """Live emotion perception: camera + microphone (or a file at real rate) in, states and reasoning out."""
+    from emo_edge.runtime.bundle import BundleError, load_bundle
+    from emo_edge.runtime.live import JsonlSink, run_live
+    from emo_edge.runtime.pipeline import EmotionRuntime
+    from emo_edge.runtime.stream import EmotionUpdate, ReasoningUpdate, StreamConfig
+
+    try:
+        config = StreamConfig(fast_hz=fast_hz, vad=vad, reason=reason)
+        b = load_bundle(bundle)
+    except (BundleError, ValueError) as e:
+        _fail(str(e))
+    out = jsonl.open("w") if jsonl else None
+    sink = JsonlSink(out)
+
+    def state(u: EmotionUpdate) -> None:
+        sink.write("state", u.to_dict())
+        utt = f" utterance {u.utterance_id}" if u.utterance_id else ""
+        score = f" {max(u.scores):.2f}" if u.scores else ""
+        console.print(f"[bold]{u.source:4}[/] {u.label or '?':9}{score}{utt}  latency {u.latency_ms:.0f} ms")
+
+    def reasoning(r: ReasoningUpdate) -> None:
+        sink.write("reasoning", r.to_dict())
+        if r.done:
+            console.print(f"[cyan]reason[/] utterance {r.utterance_id}: {r.text}")
+
+    try:
+        stats = run_live(EmotionRuntime(b), b.frontend, config, video, audio, camera, mic, seconds, state, reasoning,
+                         say=lambda m: console.print(f"[yellow]{m}[/]"))
+        sink.write("stats", stats)
+    except (FileNotFoundError, ValueError, ImportError) as e:
+        _fail(str(e))
+    finally:
+        if out is not None:
+            out.close()
+        b.close()
+    lat = stats["latency_ms"]["head"]
+    console.print(f"head updates {stats['counts'].get('head_updates', 0)}, latency median {lat['median_ms']} ms, "
+                  f"p95 {lat['p95_ms']} ms; faults {stats['faults']}")
+
+
+@app.command()
 def info(
     preset: Annotated[str | None, typer.Option(help="parameter counts of a preset (built on the meta device)")] = None,
     checkpoint: Annotated[str | None, typer.Option(help="a checkpoint's training record and counts")] = None,

@@ -5,7 +5,10 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-APT_PACKAGES=(espeak-ng ffmpeg)  # ffmpeg: audio extraction in `emo-edge data prepare`
+# ffmpeg: audio extraction in `emo-edge data prepare`, the loopback stream of the live-capture tests;
+# pulseaudio(-utils), libasound2-plugins, libportaudio2: the null-sink microphone of those tests;
+# cmake, g++, make: the ROS 2 interface package (scripts/build_ros.sh)
+APT_PACKAGES=(espeak-ng ffmpeg pulseaudio pulseaudio-utils libasound2-plugins libportaudio2 cmake g++ make)
 missing=()
 for p in "${APT_PACKAGES[@]}"; do
   dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")
@@ -37,5 +40,5 @@ if ! python -c "import llama_cpp" 2>/dev/null; then
   fi
   python -m pip install -q "$whl"
 fi
-python -m pip install -q -e ".[train,export,dev]"
+python -m pip install -q -e ".[train,export,runtime,ros,dev]"
 echo "emo-edge is set up in .venv (activate with: . .venv/bin/activate)"
