@@ -1,0 +1,255 @@
+"""Bench outputs from the results dict: results.json, results.md (tables), PNG plots, and docs/benchmarks.md.
+
+`python -m emo_edge.bench.report RESULTS.json --docs docs/benchmarks.md` regenerates the markdown (and the
+docs page) from a saved results.json without re-running anything.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+PLOTS = ("latency.png", "budget_sweep.png")
+BUSY_LOAD = 0.5  # load average per logical CPU before the run above which the numbers are flagged
+
+
+def _f(x: Any, nd: int = 2) -> str:
+    if x is None:
+        return "-"
+    if isinstance(x, bool):
+        return "yes" if x else "no"
+    if isinstance(x, float | int):
+        return f"{x:,.{nd}f}" if abs(x) < 1e4 else f"{x:,.0f}"
+    return str(x)
+
+
+def table(header: Sequence[str], rows: Iterable[Sequence[Any]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(_f(c) if not isinstance(c, str) else c for c in r) + " |" for r in rows]
+    return "\n".join(lines)
+
+
+def busy_note(results: dict[str, Any]) -> str | None:
+    """A warning when the machine was loaded before the run (its timings are then not publishable)."""
+    m = results["machine"]
+    load, cpus = m.get("load_before", {}).get("load_1min"), m.get("logical_cpus") or 1
+    if load is not None and load / cpus > BUSY_LOAD:
+        return (f"**Not final: the machine was busy** (1-min load {load:.2f} on {cpus} logical CPUs before the run); "
+                "rerun on a quiet machine before quoting these timings.")
+    return None
+
+
+def _ms3(s: dict[str, Any] | None) -> str:
+    return "-" if s is None else f"{s['p50_ms']:.2f} / {s['p95_ms']:.2f} / {s['p99_ms']:.2f}"
+
+
+def _targets_md(results: dict[str, Any]) -> str:
+    met = {True: "**met**", False: "**unmet**", None: "not measured"}
+    return table(["target", "goal", "value", "status", "numbers"],
+                 [[t["target"], _f(t["goal"]), _f(t["value"], 3), met[t["met"]], t["detail"]]
+                  for t in results["targets"]])
+
+
+def _latency_md(results: dict[str, Any], kind: str, stages: Sequence[str]) -> str:
+    rows = []
+    for b in results["backends"]:
+        if b["kind"] != kind:
+            continue
+        extra = []
+        if kind == "llm":
+            extra = [_f(b["stages"]["decode_per_token"].get("tok_s"), 1), _f(b.get("answer_tokens_mean"), 1)]
+        rows.append([b["backend"], *[_ms3(b["stages"].get(s)) for s in stages], *extra, _f(b["peak_rss_mb"], 0)])
+    extra_h = ["decode tok/s", "answer tokens (mean)"] if kind == "llm" else []
+    return table(["backend", *[f"{s} ms p50/p95/p99" for s in stages], *extra_h, "peak RSS MiB"], rows)
+
+
+def _sweep_md(results: dict[str, Any]) -> str:
+    sweep = results["budget_sweep"]
+    llms = sorted({k for r in sweep for k in r["prefill_p50_ms"]})
+    rows = [[r["budget"], str(r["tokens"]), "/".join(str(v) for v in r["layout"].values()),
+             *[_f(r["prefill_p50_ms"].get(b)) for b in llms], _f(r.get("llm_waf"), 3), r.get("waf_note", "-")]
+            for r in sweep]
+    return table(["budget", "tokens", "fusion/image/video/audio", *[f"prefill p50 ms {b}" for b in llms], "LLM WAF",
+                  "WAF source"], rows)
+
+
+def _roofline_md(results: dict[str, Any]) -> str:
+    r = results.get("roofline")
+    if not r:
+        return "Roofline not measured (run without --no-peaks)."
+    p = r["peaks"]
+    head = (f"Peaks measured in this run: fp32 matmul {p['fp32_matmul_gflop_s']:.1f} GFLOP/s, bf16 matmul "
+            f"{p['bf16_matmul_gflop_s']:.1f} GFLOP/s, copy {p['copy_gb_s']:.2f} GB/s. Bound: {r['bound']}.")
+    if not r.get("stages"):
+        return head + "\n\n" + r.get("why_missing", "")
+    rows = [[s["backend"], s["stage"], _f(s["flops"] / 1e6, 1), _f(s["bytes"] / 2**20, 2),
+             _f(s["intensity_flop_per_byte"], 1), _f(s["p50_ms"]), _f(s["achieved_gflop_s"], 2), _f(s["bound_ms"], 3),
+             s["limiter"], f"{s['fraction_of_bound'] * 100:.1f} %", s["reason"] or "-"] for s in r["stages"]]
+    return head + "\n\n" + table(["backend", "stage", "MFLOP", "MiB", "FLOP/B", "p50 ms", "GFLOP/s", "bound ms",
+                                  "limiter", "of bound", "why far below (<10 %) or above"], rows)
+
+
+def _projection_md(results: dict[str, Any]) -> str:
+    pr = results["projection"]
+    parts = [f"**{pr['note']}.**"]
+    for preset in ("edge-small", "paper"):
+        if preset not in pr:
+            continue
+        p = pr[preset]
+        devices = list(p["devices"])
+        stages = list(p["costs"])
+        rows = [[s, _f(p["costs"][s]["flops"] / 1e9, 3), _f(p["costs"][s]["bytes"] / 2**20, 1),
+                 *[f"{p['devices'][d][s]['bound_ms']:.3f} ({p['devices'][d][s]['limiter']})" for d in devices]]
+                for s in stages]
+        parts.append(f"`{preset}` ({p['tokens']} multimodal tokens, {p['prompt_tokens']} prompt tokens):\n\n"
+                     + table(["stage", "GFLOP", "MiB", *[f"{d} bound ms" for d in devices]], rows))
+    from emo_edge.bench.roofline import DEVICES
+
+    parts.append("Published peaks used:\n\n" + table(
+        ["device", "fp32 TFLOP/s", "fp16 dense TFLOP/s", "GB/s", "derivation", "sources"],
+        [[d.name, _f(d.fp32_tflop_s), _f(d.fp16_tensor_tflop_s), _f(d.bandwidth_gb_s, 1), d.derivation,
+          "; ".join(d.sources)] for d in DEVICES]))
+    return "\n\n".join(parts)
+
+
+def results_markdown(results: dict[str, Any]) -> str:
+    m, c = results["machine"], results["config"]
+    ev = results.get("evaluation")
+    lines = [f"# emo-edge bench: {results['bundle']['target']} bundle, {results['started']}", ""]
+    note = busy_note(results)
+    if note:
+        lines += [note, ""]
+    lines += [f"Machine: {m['cpu']} ({m['logical_cpus']} logical CPUs, {', '.join(m['simd']) or 'no SIMD flags read'}),"
+              f" {m['platform']}; load before {m['load_before']['load_1min']:.2f}, after "
+              f"{m.get('load_after', {}).get('load_1min', float('nan')):.2f}. Threads per backend: {c['threads']}. "
+              f"Repetitions: warm-up {c['reps']['warmup']}, at least {c['reps']['min_reps']} and "
+              f"{c['reps']['min_seconds']} s per stage, {c['rounds']} rounds; batch 1; "
+              f"{len(results['windows'])} input windows of {results['windows'][0]['frames']} frames "
+              f"({results['windows'][0]['fps']:.0f} fps) rotated.", "",
+              "Versions: " + ", ".join(f"{k} {v}" for k, v in results["versions"].items() if v), "",
+              "## Targets", "", _targets_md(results), "",
+              "## Perception (fast path)", "", "`preprocess` is the numpy frontend (temporal view, peak frame, "
+              "log-mel of the window); `perception` runs the four graphs from runtime arrays; `fast_path` is one "
+              "update end to end (preprocess + perception + head label).", "",
+              _latency_md(results, "perception", ("preprocess", "image_encoder", "video_encoder", "audio_encoder",
+                                                  "fusion", "perception", "fast_path")), "",
+              "## LLM (slow path)", "", "`prefill`: the emotion prompt with the multimodal tokens; `ttft`: prefill + "
+              "first token; `decode_per_token`: forced greedy steps; `answer`: a whole `reason` answer; `slow_path`: "
+              "window -> perception -> reason answer (transformers with eager perception, llama.cpp with the bundle's "
+              "ONNX Runtime perception).", "",
+              _latency_md(results, "llm", ("prefill", "ttft", "decode_per_token", "answer", "slow_path")), ""]
+    if results["unavailable"]:
+        lines += ["Not run here:", ""] + [f"- {u['name']}: {u['reason']}" for u in results["unavailable"]] + [""]
+    lines += ["## Token budget sweep", "", _sweep_md(results), ""]
+    if ev:
+        lines += [f"Head WAF on the first {ev['n_clips']} test clips: "
+                  + ", ".join(f"{k} {v:.3f}" for k, v in ev["head_waf"].items())
+                  + ". Budgets below the trained layout drop whole streams at inference time (their tokens are not "
+                    "fed, as for a missing modality) from a checkpoint trained with all of them.", ""]
+    lines += ["## Roofline (this machine)", "", _roofline_md(results), "",
+              "## Projection onto Jetson (not measured)", "", _projection_md(results), "",
+              "## Stability", "", results["stability"]["summary"], ""]
+    return "\n".join(lines)
+
+
+# ---------------------------------------------------------------------------------------------
+# plots
+# ---------------------------------------------------------------------------------------------
+
+
+def plot_latency(results: dict[str, Any], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    groups = {"perception": ("preprocess", "image_encoder", "video_encoder", "audio_encoder", "fusion", "perception",
+                             "fast_path"),
+              "llm": ("prefill", "ttft", "decode_per_token", "answer", "slow_path")}
+    fig, axes = plt.subplots(1, 2, figsize=(15, 5.5))
+    for ax, (kind, stages) in zip(axes, groups.items(), strict=True):
+        bs = [b for b in results["backends"] if b["kind"] == kind]
+        width = 0.8 / max(len(bs), 1)
+        x = np.arange(len(stages))
+        for i, b in enumerate(bs):
+            p50 = [b["stages"][s]["p50_ms"] if s in b["stages"] else np.nan for s in stages]
+            p95 = [b["stages"][s]["p95_ms"] if s in b["stages"] else np.nan for s in stages]
+            err = np.array(p95) - np.array(p50)
+            ax.bar(x + i * width, p50, width, yerr=[np.zeros_like(err), err], label=b["backend"], capsize=2)
+        ax.set_xticks(x + width * (len(bs) - 1) / 2, stages, rotation=30, ha="right")
+        ax.set_yscale("log")
+        ax.set_ylabel("ms (bar p50, whisker p95)")
+        ax.set_title(f"{kind} latency per stage and backend")
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def plot_budget_sweep(results: dict[str, Any], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    sweep = sorted(results["budget_sweep"], key=lambda r: r["tokens"])
+    llms = sorted({k for r in sweep for k in r["prefill_p50_ms"]})
+    fig, ax = plt.subplots(figsize=(8, 5))
+    toks = [r["tokens"] for r in sweep]
+    for b in llms:
+        ax.plot(toks, [r["prefill_p50_ms"].get(b) for r in sweep], marker="o", label=b)
+    for r in sweep:
+        waf = r.get("llm_waf")
+        label = f"{r['budget']}\nWAF {waf:.3f}" if waf is not None else f"{r['budget']}\nWAF n/a"
+        ax.annotate(label, (r["tokens"], max(r["prefill_p50_ms"].values(), default=1)), textcoords="offset points",
+                    xytext=(0, 8), ha="center", fontsize=7)
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlabel("multimodal tokens in the prompt")
+    ax.set_ylabel("prefill p50 ms")
+    ax.set_title("token budget: prefill latency (lines) and LLM WAF (labels)")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def write_outputs(results: dict[str, Any], out: Path) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    results["plots"] = list(PLOTS)
+    (out / "results.json").write_text(json.dumps(results, indent=2, default=str))
+    (out / "results.md").write_text(results_markdown(results))
+    plot_latency(results, out / PLOTS[0])
+    plot_budget_sweep(results, out / PLOTS[1])
+
+
+def docs_markdown(results: dict[str, Any]) -> str:
+    """docs/benchmarks.md: how to reproduce, then the tables of `results`."""
+    cmd = results.get("command") or "emo-edge bench ..."
+    intro = ["# Benchmarks", "",
+             "Generated from a `results.json` by `python -m emo_edge.bench.report RESULTS.json --docs "
+             "docs/benchmarks.md`; do not edit by hand. Produced by:", "", f"    {cmd}", "",
+             "Plots (`latency.png`, `budget_sweep.png`) and the full `results.json` are written next to "
+             "`results.md` in the run's output directory.", ""]
+    body = results_markdown(results).split("\n", 1)[1]  # the page has its own title
+    return "\n".join(intro) + f"## Run of {results['started']}\n" + body
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("results", type=Path, help="a results.json written by emo-edge bench")
+    ap.add_argument("--docs", type=Path, help="also write this docs page (e.g. docs/benchmarks.md)")
+    args = ap.parse_args(argv)
+    results = json.loads(args.results.read_text())
+    (args.results.parent / "results.md").write_text(results_markdown(results))
+    if args.docs:
+        args.docs.parent.mkdir(parents=True, exist_ok=True)
+        args.docs.write_text(docs_markdown(results))
+
+
+if __name__ == "__main__":
+    main()
