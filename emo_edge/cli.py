@@ -270,5 +270,44 @@ def info(
         console.print("trained: " + json.dumps(summary["meta"]))
 
 
+@app.command()
+def bench(
+    bundle: Annotated[Path, typer.Option(help="an exported bundle (emo-edge export)")],
+    out: Annotated[Path, typer.Option(help="output directory: results.json, results.md, latency/budget PNGs")],
+    data: Annotated[Path | None, typer.Option(help="recorded clips: a directory with test.jsonl (SynthEmo)")] = None,
+    bag: Annotated[Path | None, typer.Option(help="a ROS 2 bag (MCAP) to replay instead (not implemented yet)")] = None,
+    checkpoint: Annotated[str | None, typer.Option(help="checkpoint for the PyTorch/transformers reference, "
+                                                        "or 'default'")] = None,
+    threads: Annotated[int, typer.Option(help="threads of every backend")] = 2,
+    reps: Annotated[int, typer.Option(help="at least this many timed repetitions per stage")] = 30,
+    min_seconds: Annotated[float, typer.Option(help="and at least this many seconds of them")] = 2.0,
+    warmup: Annotated[int, typer.Option(help="untimed calls before timing")] = 3,
+    rounds: Annotated[int, typer.Option(help="timing rounds (two give the stability spread)")] = 2,
+    clips: Annotated[int, typer.Option(help="input windows the timings rotate over")] = 4,
+    eval_clips: Annotated[int, typer.Option(help="test clips for the WAF per budget/precision (0: skip)")] = 120,
+    isolate: Annotated[bool, typer.Option(help="time each backend in its own process (own peak RSS)")] = True,
+) -> None:
+    """Time every stage on every available backend, sweep the token budget, place stages under the roofline."""
+    import sys
+
+    from emo_edge.bench.runner import BenchConfig, run_bench
+    from emo_edge.bench.stats import Reps
+
+    if bag is not None:
+        _fail(f"--bag {bag}: ROS 2 bag replay is not implemented yet (it comes with the ROS 2 node); use --data")
+    if data is None:
+        _fail("give --data (a directory with test.jsonl)")
+    try:
+        cfg = BenchConfig(bundle, data, out, checkpoint, threads, Reps(warmup, reps, min_seconds, max(1000, reps)),
+                          rounds, clips, eval_clips, isolate=isolate)
+        results = run_bench(cfg, command=" ".join(["emo-edge", *sys.argv[1:]]))
+    except (FileNotFoundError, ValueError) as e:
+        _fail(str(e))
+    for t in results["targets"]:
+        mark = {True: "[green]met[/]", False: "[red]unmet[/]", None: "[yellow]not measured[/]"}[t["met"]]
+        console.print(f"{mark}  {t['target']}: {t['detail']}")
+    console.print(f"wrote {out / 'results.json'}, {out / 'results.md'} and plots")
+
+
 if __name__ == "__main__":
     app()
