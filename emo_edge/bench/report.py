@@ -32,14 +32,22 @@ def table(header: Sequence[str], rows: Iterable[Sequence[Any]]) -> str:
     return "\n".join(lines)
 
 
+SMOKE_REPS = 10  # fewer timed repetitions per stage than this: a smoke run
+
+
 def busy_note(results: dict[str, Any]) -> str | None:
-    """A warning when the machine was loaded before the run (its timings are then not publishable)."""
-    m = results["machine"]
+    """A warning when the machine was loaded before the run or the run was a smoke run (few repetitions):
+    its timings are then not publishable."""
+    m, reps = results["machine"], results["config"]["reps"]
     load, cpus = m.get("load_before", {}).get("load_1min"), m.get("logical_cpus") or 1
+    why = []
     if load is not None and load / cpus > BUSY_LOAD:
-        return (f"**Not final: the machine was busy** (1-min load {load:.2f} on {cpus} logical CPUs before the run); "
-                "rerun on a quiet machine before quoting these timings.")
-    return None
+        why.append(f"the machine was busy (1-min load {load:.2f} on {cpus} logical CPUs before the run)")
+    if reps["min_reps"] < SMOKE_REPS:
+        why.append(f"a smoke run ({reps['min_reps']} timed repetitions per stage)")
+    if not why:
+        return None
+    return f"**Not final: {' and '.join(why)}**; rerun on a quiet machine before quoting these timings."
 
 
 def _ms3(s: dict[str, Any] | None) -> str:
@@ -236,7 +244,7 @@ def docs_markdown(results: dict[str, Any]) -> str:
              "Plots (`latency.png`, `budget_sweep.png`) and the full `results.json` are written next to "
              "`results.md` in the run's output directory.", ""]
     body = results_markdown(results).split("\n", 1)[1]  # the page has its own title
-    return "\n".join(intro) + f"## Run of {results['started']}\n" + body
+    return "\n".join(intro) + f"\n## Run of {results['started']}\n" + body
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -1,0 +1,14 @@
+#!/usr/bin/env bash
+# Final benchmark numbers for the shipped default on this machine (run it on a quiet machine: nothing else
+# running). Exports the cpu-x86 bundle with all three GGUF quantisations, runs `emo-edge bench` (every
+# backend in its own process, two rounds), and regenerates docs/benchmarks.md from the results.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+OUT=${OUT:-runs/bench/default-cpu-x86}
+BUNDLE=${BUNDLE:-export/build/default-cpu-x86-allquants}
+DATA=${DATA:-data/synthemo}
+[ -f "$DATA/test.jsonl" ] || .venv/bin/emo-edge data synth --out "$DATA" --split test
+[ -f "$BUNDLE/manifest.json" ] || .venv/bin/emo-edge export --checkpoint default --target cpu-x86 --out "$BUNDLE" \
+  --llm-quant f16 --llm-quant q4_k_m --data "$DATA"
+.venv/bin/emo-edge bench --bundle "$BUNDLE" --checkpoint default --data "$DATA" --out "$OUT" "$@"
+.venv/bin/python -m emo_edge.bench.report "$OUT/results.json" --docs docs/benchmarks.md
