@@ -41,4 +41,6 @@ if ! python -c "import llama_cpp" 2>/dev/null; then
   python -m pip install -q "$whl"
 fi
 python -m pip install -q -e ".[train,export,runtime,ros,dev]"
+# ROS 2 workspace (interfaces + node) for tests/test_ros_node.py; skipped when ros2_ws/src is unchanged
+bash scripts/build_ros.sh
 echo "emo-edge is set up in .venv (activate with: . .venv/bin/activate)"

@@ -1,0 +1,187 @@
+"""Play recorded clips onto the image and audio topics at their real rate (a camera and a microphone stand-in).
+
+    clip_player --jsonl data/synthemo/test.jsonl --limit 10      # SynthEmo clips (mp4 + wav)
+    clip_player --clips a.mp4:a.wav b.mp4:b.wav
+    clip_player --bag recording.mcap                              # image + audio messages of an MCAP bag
+
+Frames go out at --fps (each clip frame held for as long as it lasts), audio in --chunk-ms chunks of
+S16LE at 16 kHz, both stamped with the node clock at their capture time. Between clips the last
+frame is held with silence for --gap-s (a person in view, not speaking). --schedule writes each
+clip's id, label and start/end stamps as JSON, so a test can match outputs to clips.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import rclpy
+from emo_edge_msgs.msg import AudioChunk
+from rclpy.node import Node
+from rclpy.qos import qos_profile_sensor_data
+from sensor_msgs.msg import CompressedImage, Image
+
+from emo_edge.audio import load_wav
+from emo_edge.vision import read_video
+from emo_edge_ros.convert import rgb_to_image, s_to_stamp, samples_to_chunk
+
+RATE = 16000  # Hz
+
+
+def load_clips(args: argparse.Namespace) -> list[dict[str, Any]]:
+    """[{id, label, frames (N, H, W, 3), fps, wave}] from --jsonl or --clips."""
+    items = []
+    if args.jsonl:
+        root = Path(args.jsonl).parent
+        recs = [json.loads(line) for line in Path(args.jsonl).read_text().splitlines() if line.strip()]
+        items = [(r["id"], r.get("label"), root / r["video"], root / r["audio"]) for r in recs[:args.limit]]
+    for spec in args.clips or []:
+        video, _, audio = spec.partition(":")
+        items.append((Path(video).stem, None, Path(video), Path(audio) if audio else None))
+    out = []
+    for cid, label, video, audio in items:
+        frames, fps = read_video(video)
+        wave = load_wav(audio, RATE) if audio else np.zeros(int(len(frames) / (fps or 30) * RATE), np.float32)
+        out.append({"id": cid, "label": label, "frames": frames, "fps": fps or 30.0, "wave": wave})
+    return out
+
+
+class ClipPlayer(Node):
+    def __init__(self, transport: str, fps: float, chunk_ms: float, frame_id: str):
+        super().__init__("emo_edge_player")
+        self.transport, self.fps, self.chunk, self.frame_id = transport, fps, int(RATE * chunk_ms / 1000), frame_id
+        img_type, img_topic = (CompressedImage, "image/compressed") if transport == "compressed" else (Image, "image")
+        self.image_pub = self.create_publisher(img_type, img_topic, qos_profile_sensor_data)
+        self.audio_pub = self.create_publisher(AudioChunk, "audio", qos_profile_sensor_data)
+        self.img_type = img_type
+
+    def now(self) -> float:
+        return self.get_clock().now().nanoseconds * 1e-9
+
+    def wait_for_subscribers(self, timeout_s: float) -> bool:
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if self.image_pub.get_subscription_count() and self.audio_pub.get_subscription_count():
+                return True
+            time.sleep(0.05)
+        return False
+
+    def publish_frame(self, t: float, frame: np.ndarray) -> None:
+        msg = self.img_type()
+        msg.header.stamp, msg.header.frame_id = s_to_stamp(t), self.frame_id
+        if self.transport == "compressed":
+            import cv2
+
+            msg.format = "jpeg"
+            bgr = cv2.cvtColor(frame, cv2.COLOR_RGB2BGR)
+            msg.data = cv2.imencode(".jpg", bgr, [cv2.IMWRITE_JPEG_QUALITY, 95])[1].tobytes()
+        else:
+            rgb_to_image(frame, msg)
+        self.image_pub.publish(msg)
+
+    def publish_audio(self, t: float, samples: np.ndarray) -> None:
+        msg = AudioChunk()
+        msg.header.stamp, msg.header.frame_id = s_to_stamp(t), self.frame_id
+        samples_to_chunk(samples, RATE, msg)
+        self.audio_pub.publish(msg)
+
+    def play(self, frames_at: Any, wave: np.ndarray, seconds: float) -> float:
+        """Publish `seconds` of input in real time from now: frames_at(rel_s) -> frame, audio from `wave`
+        (zero-padded). Returns the start stamp."""
+        t0 = self.now()
+        n_frames, n_chunks = int(round(seconds * self.fps)), int(np.ceil(seconds * RATE / self.chunk))
+        events = sorted([(i / self.fps, 0) for i in range(n_frames)] + [(k * self.chunk / RATE, 1)
+                                                                          for k in range(n_chunks)])
+        for rel, kind in events:
+            delay = t0 + rel - self.now()
+            if delay > 0:
+                time.sleep(delay)
+            if kind == 0:
+                self.publish_frame(t0 + rel, frames_at(rel))
+            else:
+                k = int(round(rel * RATE))
+                chunk = np.zeros(self.chunk, np.float32)
+                part = wave[k:k + self.chunk]
+                chunk[:len(part)] = part
+                self.publish_audio(t0 + rel, chunk)
+        return t0
+
+
+def play_clips(node: ClipPlayer, clips: list[dict[str, Any]], gap_s: float, lead_s: float) -> list[dict[str, Any]]:
+    schedule = []
+    held = clips[0]["frames"][0]
+    node.play(lambda rel: held, np.zeros(0, np.float32), lead_s)
+    for c in clips:
+        frames, fps, wave = c["frames"], c["fps"], c["wave"]
+        seconds = max(len(frames) / fps, len(wave) / RATE)
+        t0 = node.play(lambda rel, f=frames, r=fps: f[min(int(rel * r), len(f) - 1)], wave, seconds)
+        schedule.append({"id": c["id"], "label": c["label"], "start": t0, "end": t0 + seconds})
+        last = frames[-1]
+        node.play(lambda rel, f=last: f, np.zeros(0, np.float32), gap_s)
+    return schedule
+
+
+def play_bag(node: ClipPlayer, path: Path, image_topic: str, audio_topic: str) -> None:
+    """Republish a bag's image and audio messages with their recorded spacing and fresh stamps."""
+    from mcap.reader import make_reader
+    from rclpy.serialization import deserialize_message
+
+    from emo_edge_ros.recorder import message_class
+
+    start_log = start_now = None
+    with path.open("rb") as f:
+        for schema, channel, message in make_reader(f).iter_messages(topics=[image_topic, audio_topic]):
+            if start_log is None:
+                start_log, start_now = message.log_time, node.now()
+            due = start_now + (message.log_time - start_log) * 1e-9
+            delay = due - node.now()
+            if delay > 0:
+                time.sleep(delay)
+            msg = deserialize_message(message.data, message_class(schema.name))
+            msg.header.stamp = s_to_stamp(due)
+            (node.image_pub if channel.topic == image_topic else node.audio_pub).publish(msg)
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--jsonl", help="a unified-format JSONL (video + audio paths relative to it)")
+    ap.add_argument("--limit", type=int, default=None, help="with --jsonl: the first N clips")
+    ap.add_argument("--clips", nargs="*", help="VIDEO[:WAV] pairs")
+    ap.add_argument("--bag", type=Path, help="an MCAP bag to replay (its image and audio topics)")
+    ap.add_argument("--bag-image-topic", default="/image")
+    ap.add_argument("--bag-audio-topic", default="/audio")
+    ap.add_argument("--fps", type=float, default=30.0, help="published frame rate, Hz")
+    ap.add_argument("--chunk-ms", type=float, default=20.0, help="audio chunk length, ms")
+    ap.add_argument("--gap-s", type=float, default=1.5, help="silence between clips, s")
+    ap.add_argument("--lead-s", type=float, default=1.0, help="silence before the first clip, s")
+    ap.add_argument("--transport", choices=("raw", "compressed"), default="raw")
+    ap.add_argument("--frame-id", default="camera")
+    ap.add_argument("--wait-subscribers", type=float, default=30.0, help="s to wait for the node to subscribe")
+    ap.add_argument("--schedule", type=Path, help="write the clips' ids, labels and start/end stamps here (JSON)")
+    args, ros_args = ap.parse_known_args(argv)
+    rclpy.init(args=ros_args)
+    node = None
+    try:
+        node = ClipPlayer(args.transport, args.fps, args.chunk_ms, args.frame_id)
+        if not node.wait_for_subscribers(args.wait_subscribers):
+            node.get_logger().warning("no subscriber on image and audio; playing anyway")
+        if args.bag:
+            play_bag(node, args.bag, args.bag_image_topic, args.bag_audio_topic)
+        else:
+            schedule = play_clips(node, load_clips(args), args.gap_s, args.lead_s)
+            if args.schedule:
+                args.schedule.write_text(json.dumps(schedule, indent=1))
+    except KeyboardInterrupt:
+        pass
+    finally:
+        if node is not None:
+            node.destroy_node()
+        rclpy.try_shutdown()
+
+
+if __name__ == "__main__":
+    main()
