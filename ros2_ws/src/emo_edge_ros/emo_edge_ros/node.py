@@ -1,4 +1,4 @@
-"""The emotion node: a thin adapter over `emo_edge.runtime.stream.StreamRuntime`.
+"""The emotion node: a managed (lifecycle) node, a thin adapter over `emo_edge.runtime.stream.StreamRuntime`.
 
     image (sensor_msgs/Image) or image/compressed (CompressedImage) ─┐ sensor-data QoS; callbacks only
     audio (emo_edge_msgs/AudioChunk)                                ─┤ convert and push into the rings
@@ -7,7 +7,15 @@
                                                          ─► emotion/reasoning (Reasoning, streamed)
     timer ─► /diagnostics (rates, latency median/p95, faults, LLM queue)
 
-Parameters are declared once, with descriptions, and read once at start (see config/params.yaml).
+Lifecycle (the /emo_edge/change_state and /emo_edge/get_state services):
+    configure   read the parameters, load the bundle (a bad one fails the transition: logged, the node stays
+                unconfigured and alive), create the (lifecycle) publishers
+    activate    subscribe (or open the camera + microphone), start the stream, publish
+    deactivate  unsubscribe / close the devices, stop the stream; nothing is published while inactive
+    cleanup     release the runtime and the bundle's sessions
+With autostart (the default) the node configures and activates itself at start.
+
+Parameters are declared once, with descriptions, and read once per configure (see config/params.yaml).
 Refused input is warned about (throttled), counted by kind and reported on /diagnostics; the node
 keeps running. Inference never runs in a subscription callback.
 """
@@ -23,7 +31,7 @@ from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from emo_edge_msgs.msg import AudioChunk, EmotionState, Reasoning
 from rcl_interfaces.msg import ParameterDescriptor
 from rclpy.executors import ExternalShutdownException
-from rclpy.node import Node
+from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
 from rclpy.qos import QoSProfile, qos_profile_sensor_data
 from sensor_msgs.msg import CompressedImage, Image
 
@@ -56,38 +64,107 @@ PARAMS: dict[str, tuple[Any, str]] = {
     "diagnostics_hz": (1.0, "Hz, /diagnostics publishing rate"),
     "frame_id": ("", "frame_id of the outputs when the input carries none (capture mode)"),
 }
+AUTOSTART = ("autostart", True, "configure and activate at start (false: wait for lifecycle transitions)")
 STREAM_KEYS = ("fast_hz", "stale_s", "vad", "vad_aggressiveness", "slow", "slow_period_s", "slow_policy", "reason",
                "max_reason_tokens")
 WARN_EVERY_S = 2.0  # s, throttle of input warnings
 
 
-class EmotionNode(Node):
+class EmotionNode(LifecycleNode):
     def __init__(self) -> None:
         super().__init__("emo_edge")
-        p = self._declare_params()
-        self.p = p
-        self.frame_id = p["frame_id"]
-        self.runtime, self.bundle = self._load(p)
-        cfg = StreamConfig(window_s=p["window_s"] or None, **{k: p[k] for k in STREAM_KEYS})
-        self.stream = StreamRuntime(self.runtime, self.bundle.frontend, cfg, clock=self._now,
-                                    on_state=self._publish_state, on_reasoning=self._publish_reasoning)
-        self.state_pub = self.create_publisher(EmotionState, "emotion/state", 10)
-        self.reason_pub = self.create_publisher(Reasoning, "emotion/reasoning", QoSProfile(depth=100))
-        self.diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
-        self._faults_reported: dict[str, int] = {}
-        self._warned: dict[str, float] = {}  # fault kind -> when it was last warned about
-        self._sources: list[Any] = []
-        self._input_lock = threading.Lock()
-        self._connect_inputs(p)
-        self.create_timer(1.0 / p["diagnostics_hz"], self._publish_diagnostics)
-        self.stream.start()
-        self.get_logger().info(f"bundle {p['bundle']} loaded ({self.bundle.precision}, {self.bundle.quant}); "
-                               f"input={p['input']}, fast_hz={p['fast_hz']}, vad={p['vad']}, slow={p['slow']}")
-
-    # -- setup -------------------------------------------------------------------------------------
-    def _declare_params(self) -> dict[str, Any]:
         for name, (default, text) in PARAMS.items():
             self.declare_parameter(name, default, ParameterDescriptor(description=text))
+        name, default, text = AUTOSTART
+        self.autostart = bool(self.declare_parameter(name, default, ParameterDescriptor(description=text)).value)
+        self.p: dict[str, Any] = {}
+        self.runtime: Any = None
+        self.bundle: Any = None
+        self.stream: StreamRuntime | None = None
+        self.frame_id = ""
+        self._pubs: list[Any] = []
+        self._subs: list[Any] = []
+        self._sources: list[Any] = []
+        self._timer: Any = None
+        self._faults_reported: dict[str, int] = {}
+        self._warned: dict[str, float] = {}  # fault kind -> when it was last warned about
+        self._input_lock = threading.Lock()
+
+    # -- lifecycle transitions ---------------------------------------------------------------------
+    def on_configure(self, state: LifecycleState) -> TransitionCallbackReturn:
+        try:
+            p = self._read_params()
+            self.runtime, self.bundle = self._load(p)
+            self.p, self.frame_id = p, p["frame_id"]
+            self.stream = self._new_stream()
+        except Exception as e:  # a bad parameter or bundle of any kind: the node stays unconfigured, with the reason
+            self.get_logger().error(f"configure failed: {type(e).__name__}: {e}")
+            self._release_runtime()
+            return TransitionCallbackReturn.FAILURE
+        self.state_pub = self.create_lifecycle_publisher(EmotionState, "emotion/state", 10)
+        self.reason_pub = self.create_lifecycle_publisher(Reasoning, "emotion/reasoning", QoSProfile(depth=100))
+        self.diag_pub = self.create_lifecycle_publisher(DiagnosticArray, "/diagnostics", 10)
+        self._pubs = [self.state_pub, self.reason_pub, self.diag_pub]
+        self.get_logger().info(f"configured: bundle {p['bundle']} loaded ({self.bundle.precision}, {self.bundle.quant})"
+                               f"; input={p['input']}, fast_hz={p['fast_hz']}, vad={p['vad']}, slow={p['slow']}")
+        return super().on_configure(state)
+
+    def on_activate(self, state: LifecycleState) -> TransitionCallbackReturn:
+        result = super().on_activate(state)  # enables the lifecycle publishers first
+        self._connect_inputs(self.p)
+        self._timer = self.create_timer(1.0 / self.p["diagnostics_hz"], self._publish_diagnostics)
+        self.stream.start()
+        self.get_logger().info("active")
+        return result
+
+    def on_deactivate(self, state: LifecycleState) -> TransitionCallbackReturn:
+        self._stop_io()
+        self.stream = self._new_stream()  # a stopped stream does not restart: the next activation gets a fresh one
+        self.get_logger().info("inactive")
+        return super().on_deactivate(state)
+
+    def on_cleanup(self, state: LifecycleState) -> TransitionCallbackReturn:
+        self._release_runtime()
+        self.get_logger().info("cleaned up: runtime released")
+        return super().on_cleanup(state)
+
+    def on_shutdown(self, state: LifecycleState) -> TransitionCallbackReturn:
+        self.close()
+        return super().on_shutdown(state)
+
+    def on_error(self, state: LifecycleState) -> TransitionCallbackReturn:
+        self.get_logger().error(f"error in state {state.label}: releasing everything")
+        self.close()
+        return TransitionCallbackReturn.SUCCESS
+
+    def close(self) -> None:
+        """Stop the inputs and the stream and release the runtime, from whichever state the node is in."""
+        self._stop_io()
+        self._release_runtime()
+
+    def _stop_io(self) -> None:
+        for s in self._sources:
+            s.stop()
+        for sub in self._subs:
+            self.destroy_subscription(sub)
+        self._sources, self._subs = [], []
+        if self._timer is not None:
+            self.destroy_timer(self._timer)
+            self._timer = None
+        if self.stream is not None:
+            self.stream.stop()
+
+    def _release_runtime(self) -> None:
+        if self.stream is not None:
+            self.stream.stop()
+        for pub in self._pubs:
+            self.destroy_lifecycle_publisher(pub)
+        if self.bundle is not None:
+            self.bundle.close()
+        self._pubs, self.stream, self.runtime, self.bundle = [], None, None, None
+
+    # -- setup -------------------------------------------------------------------------------------
+    def _read_params(self) -> dict[str, Any]:
         p = {name: self.get_parameter(name).value for name in PARAMS}
         checks = (("input", ("topics", "capture")), ("image_transport", ("raw", "compressed", "both")),
                   ("stamp_source", ("header", "arrival")))
@@ -108,6 +185,12 @@ class EmotionNode(Node):
                              threads=p["threads"])
         return EmotionRuntime(bundle), bundle
 
+    def _new_stream(self) -> StreamRuntime:
+        p = self.p
+        cfg = StreamConfig(window_s=p["window_s"] or None, **{k: p[k] for k in STREAM_KEYS})
+        return StreamRuntime(self.runtime, self.bundle.frontend, cfg, clock=self._now,
+                             on_state=self._publish_state, on_reasoning=self._publish_reasoning)
+
     def _connect_inputs(self, p: dict[str, Any]) -> None:
         if p["input"] == "capture":
             from emo_edge.runtime.capture import CameraSource, MicSource
@@ -120,10 +203,11 @@ class EmotionNode(Node):
                 s.start()
             return
         if p["image_transport"] in ("compressed", "both"):
-            self.create_subscription(CompressedImage, "image/compressed", self._on_compressed, qos_profile_sensor_data)
+            self._subs.append(self.create_subscription(CompressedImage, "image/compressed", self._on_compressed,
+                                                       qos_profile_sensor_data))
         if p["image_transport"] in ("raw", "both"):
-            self.create_subscription(Image, "image", self._on_image, qos_profile_sensor_data)
-        self.create_subscription(AudioChunk, "audio", self._on_audio, qos_profile_sensor_data)
+            self._subs.append(self.create_subscription(Image, "image", self._on_image, qos_profile_sensor_data))
+        self._subs.append(self.create_subscription(AudioChunk, "audio", self._on_audio, qos_profile_sensor_data))
 
     # -- input callbacks: message -> array -> ring (no inference here) -------------------------------
     def _now(self) -> float:
@@ -203,12 +287,6 @@ class EmotionNode(Node):
         arr.header.stamp = self.get_clock().now().to_msg()
         self.diag_pub.publish(arr)
 
-    def close(self) -> None:
-        for s in self._sources:
-            s.stop()
-        self.stream.stop()
-        self.bundle.close()
-
 
 def diagnostic_level(st: dict[str, Any], new_faults: dict[str, int]) -> tuple[bytes, str]:
     """(level, message): WARN for new faults since the last report or an input gone stale, ERROR if both are."""
@@ -245,6 +323,8 @@ def main(args: list[str] | None = None) -> None:
     node = None
     try:
         node = EmotionNode()
+        if node.autostart and node.trigger_configure() == TransitionCallbackReturn.SUCCESS:
+            node.trigger_activate()  # a failed configure was logged; the node waits for change_state
         rclpy.spin(node)
     except (KeyboardInterrupt, ExternalShutdownException):
         pass

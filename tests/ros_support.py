@@ -1,0 +1,97 @@
+"""Helpers shared by the ROS 2 tests: the workspace's environment on a private domain, node / recorder
+processes, SIGINT with a deadline, and an MCAP of the node's outputs decoded to plain dicts.
+
+Needs ros2_ws built (scripts/build_ros.sh, which scripts/setup.sh runs); `needs_ros_ws` skips otherwise.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+WS = ROOT / "ros2_ws" / "install"
+
+needs_ros_ws = pytest.mark.skipif(not (WS / "setup.bash").is_file(),
+                                  reason="ros2_ws is not built (bash scripts/build_ros.sh)")
+
+
+def ros_environment() -> dict[str, str]:
+    """The environment of `. ros2_ws/install/setup.bash` (over the venv's ROS 2 wheels), on a private domain."""
+    venv = str(Path(sys.executable).parents[1])
+    base = {**os.environ, "AMENT_PREFIX_PATH": os.environ.get("AMENT_PREFIX_PATH", venv), "OMP_NUM_THREADS": "1"}
+    out = subprocess.run(["bash", "-c", f". {WS}/setup.bash && env -0"], env=base, capture_output=True, check=True)
+    env = dict(kv.split("=", 1) for kv in out.stdout.decode().split("\0") if "=" in kv)
+    env.update(ROS_DOMAIN_ID=str(random.randint(10, 200)), ROS_AUTOMATIC_DISCOVERY_RANGE="LOCALHOST",
+               PYTHONUNBUFFERED="1")
+    return env
+
+
+def _start(args: list[str], env: dict[str, str], log: Path) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, *args], env=env, stdout=log.open("w"), stderr=subprocess.STDOUT)
+
+
+def _node(bundle: Path, env: dict[str, str], log: Path, **params: object) -> subprocess.Popen:
+    ros = ["--ros-args", "-p", f"bundle:={bundle}"] + [x for k, v in params.items() for x in ("-p", f"{k}:={v}")]
+    return _start(["-m", "emo_edge_ros.node", *ros], env, log)
+
+
+def _recorder(out: Path, env: dict[str, str], log: Path) -> subprocess.Popen:
+    return _start(["-m", "emo_edge_ros.recorder", "--out", str(out)], env, log)
+
+
+def _interrupt(p: subprocess.Popen, timeout: float = 30) -> int:
+    if p.poll() is None:
+        p.send_signal(signal.SIGINT)
+        try:
+            p.wait(timeout)
+        except subprocess.TimeoutExpired:
+            p.kill()
+            p.wait()
+    return p.returncode
+
+
+DUMP = """
+import json, sys
+from mcap.reader import make_reader
+from rclpy.serialization import deserialize_message
+from emo_edge_ros.recorder import message_class
+
+def plain(x):
+    if hasattr(x, "get_fields_and_field_types"):
+        return {k: plain(getattr(x, k)) for k in x.get_fields_and_field_types()}
+    if isinstance(x, bytes):
+        return int.from_bytes(x, "little") if len(x) == 1 else list(x)
+    if isinstance(x, (list, tuple)) or type(x).__name__ == "array" or hasattr(x, "tolist"):
+        return [plain(v) for v in (x.tolist() if hasattr(x, "tolist") else x)]
+    return x
+
+out = {}
+with open(sys.argv[1], "rb") as f:
+    for schema, channel, m in make_reader(f).iter_messages():
+        msg = deserialize_message(m.data, message_class(schema.name))
+        out.setdefault(channel.topic, []).append([m.log_time * 1e-9, plain(msg)])
+json.dump(out, sys.stdout)
+"""
+
+
+class Msg(dict):
+    """A decoded message: fields as attributes (nested dicts too)."""
+
+    def __getattr__(self, name: str):
+        v = self[name]
+        return Msg(v) if isinstance(v, dict) else v
+
+
+def read_mcap(path: Path, env: dict[str, str]) -> dict[str, list]:
+    """topic -> [(log time s, message)], decoded by a process with the ROS environment."""
+    res = subprocess.run([sys.executable, "-c", DUMP, str(path)], env=env, capture_output=True, text=True, timeout=120)
+    assert res.returncode == 0, res.stderr[-3000:]
+    return {k: [(t, Msg(m)) for t, m in v] for k, v in json.loads(res.stdout).items()}
