@@ -73,7 +73,8 @@ class Client:
         return self.get.call(GetState.Request(), timeout_sec=CALL_S).current_state.label
 
     def transition(self, transition_id: int) -> bool:
-        return self.change.call(ChangeState.Request(transition=Transition(id=transition_id)), timeout_sec=CALL_S).success
+        req = ChangeState.Request(transition=Transition(id=transition_id))
+        return self.change.call(req, timeout_sec=CALL_S).success
 
     def set_bundle(self, path: str) -> bool:
         req = SetParameters.Request(parameters=[Parameter("bundle", value=path).to_parameter_msg()])
