@@ -275,7 +275,8 @@ def bench(
     bundle: Annotated[Path, typer.Option(help="an exported bundle (emo-edge export)")],
     out: Annotated[Path, typer.Option(help="output directory: results.json, results.md, latency/budget PNGs")],
     data: Annotated[Path | None, typer.Option(help="recorded clips: a directory with test.jsonl (SynthEmo)")] = None,
-    bag: Annotated[Path | None, typer.Option(help="a ROS 2 bag (MCAP) to replay instead (not implemented yet)")] = None,
+    bag: Annotated[Path | None, typer.Option(help="instead: a ROS 2 bag (MCAP) of image + audio replayed through "
+                                                  "the ROS 2 node at real rate, timed end to end")] = None,
     checkpoint: Annotated[str | None, typer.Option(help="checkpoint for the PyTorch/transformers reference, "
                                                         "or 'default'")] = None,
     threads: Annotated[int, typer.Option(help="threads of every backend")] = 2,
@@ -286,27 +287,51 @@ def bench(
     clips: Annotated[int, typer.Option(help="input windows the timings rotate over")] = 4,
     eval_clips: Annotated[int, typer.Option(help="test clips for the WAF per budget/precision (0: skip)")] = 120,
     isolate: Annotated[bool, typer.Option(help="time each backend in its own process (own peak RSS)")] = True,
+    fast_hz: Annotated[float, typer.Option(help="--bag: the node's sliding-window update rate, Hz")] = 2.0,
+    warmup_s: Annotated[float, typer.Option(help="--bag: s of replay at the start not counted")] = 2.0,
+    ros_setup: Annotated[Path | None, typer.Option(help="--bag: setup.bash of the built ros2_ws "
+                                                        "(default ros2_ws/install/setup.bash)")] = None,
 ) -> None:
-    """Time every stage on every available backend, sweep the token budget, place stages under the roofline."""
+    """Time every stage on every available backend, sweep the token budget, place stages under the roofline;
+    or, with --bag, replay a ROS 2 bag through the node and time its outputs end to end."""
     import sys
 
     from emo_edge.bench.runner import BenchConfig, run_bench
     from emo_edge.bench.stats import Reps
 
+    command = " ".join(["emo-edge", *sys.argv[1:]])
+    if (data is None) == (bag is None):
+        _fail("give exactly one of --data (a directory with test.jsonl) or --bag (an MCAP bag)")
     if bag is not None:
-        _fail(f"--bag {bag}: ROS 2 bag replay is not implemented yet (it comes with the ROS 2 node); use --data")
-    if data is None:
-        _fail("give --data (a directory with test.jsonl)")
+        _bench_bag(bag, bundle, out, threads, fast_hz, warmup_s, ros_setup, command)
+        return
     try:
         cfg = BenchConfig(bundle, data, out, checkpoint, threads, Reps(warmup, reps, min_seconds, max(1000, reps)),
                           rounds, clips, eval_clips, isolate=isolate)
-        results = run_bench(cfg, command=" ".join(["emo-edge", *sys.argv[1:]]))
+        results = run_bench(cfg, command=command)
     except (FileNotFoundError, ValueError) as e:
         _fail(str(e))
     for t in results["targets"]:
         mark = {True: "[green]met[/]", False: "[red]unmet[/]", None: "[yellow]not measured[/]"}[t["met"]]
         console.print(f"{mark}  {t['target']}: {t['detail']}")
     console.print(f"wrote {out / 'results.json'}, {out / 'results.md'} and plots")
+
+
+def _bench_bag(bag: Path, bundle: Path, out: Path, threads: int, fast_hz: float, warmup_s: float,
+               ros_setup: Path | None, command: str) -> None:
+    from emo_edge.bench.replay import ReplayConfig, run_replay
+
+    try:
+        cfg = ReplayConfig(bag, bundle, out, threads=threads, fast_hz=fast_hz, warmup_s=warmup_s, ros_setup=ros_setup)
+        r = run_replay(cfg, command=command)["ros2_replay"]
+    except (FileNotFoundError, ValueError, RuntimeError) as e:
+        _fail(str(e))
+    for source in ("head", "llm"):
+        s = r[f"{source}_states"]
+        if s["state_e2e_ms"]:
+            console.print(f"{source} states: {s['n']}, window end -> received p50 {s['state_e2e_ms']['p50_ms']:.0f} ms,"
+                          f" p95 {s['state_e2e_ms']['p95_ms']:.0f} ms")
+    console.print(f"wrote {out / 'results.json'} and {out / 'results.md'} (replay logs under {out / 'replay'})")
 
 
 if __name__ == "__main__":

@@ -230,4 +230,6 @@ def test_bench_cli_help_and_bag_seam(tmp_path):
     assert res.exit_code == 0 and "--bundle" in res.output
     res = CliRunner().invoke(app, ["bench", "--bundle", str(tmp_path), "--out", str(tmp_path / "o"),
                                    "--bag", str(tmp_path / "x.mcap")])
-    assert res.exit_code == 2 and "not implemented yet" in res.output
+    assert res.exit_code == 2 and "no such bag" in " ".join(res.output.split())  # the replay: test_bench_replay.py
+    res = CliRunner().invoke(app, ["bench", "--bundle", str(tmp_path), "--out", str(tmp_path / "o")])
+    assert res.exit_code == 2 and "exactly one of --data" in " ".join(res.output.split())

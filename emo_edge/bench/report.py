@@ -235,6 +235,45 @@ def write_outputs(results: dict[str, Any], out: Path) -> None:
     plot_budget_sweep(results, out / PLOTS[1])
 
 
+def replay_markdown(replay: dict[str, Any]) -> str:
+    """The "ROS 2 replay" section: end-to-end latency percentiles and message rates of a bag replay."""
+    rows = []
+    for source in ("head", "llm"):
+        s = replay[f"{source}_states"]
+        rows += [[f"{source} state: window end -> received (`state_e2e_ms`)", str(s["n"]), _ms3(s["state_e2e_ms"])],
+                 [f"{source} state: window end -> published, node's `latency_ms` (`state_node_ms`)", str(s["n"]),
+                  _ms3(s["state_node_ms"])]]
+    r = replay["reasoning"]
+    rows += [["reasoning: window end -> first message (`reasoning_first_ms`)", str(r["utterances"]),
+              _ms3(r["reasoning_first_ms"])],
+             ["reasoning: window end -> done (`reasoning_done_ms`)", str(r["finished"]), _ms3(r["reasoning_done_ms"])]]
+    rates = [[k, _f(v)] for k, v in replay["rates_hz"].items()]
+    return "\n".join([
+        f"{replay['duration_s']:.1f} s of replay; states whose window ended in the first {replay['warmup_s']:g} s "
+        f"are warm-up and not counted ({replay['states_in_warmup']}). Times are on the node's clock; `received` is "
+        "when the recorder process got the message.", "",
+        table(["latency", "n", "p50 / p95 / p99 ms"], rows), "",
+        table(["rate", "Hz"], rates)])
+
+
+def write_replay_outputs(results: dict[str, Any], out: Path) -> None:
+    """results.json and results.md of `emo-edge bench --bag` (no plots: one section)."""
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "results.json").write_text(json.dumps(results, indent=2, default=str))
+    m, c = results["machine"], results["config"]
+    load = m["load_before"]["load_1min"]
+    lines = [f"# emo-edge bench --bag: {results['bundle']['target']} bundle, {results['started']}", ""]
+    if load / (m["logical_cpus"] or 1) > BUSY_LOAD:
+        lines += [f"**Not final: the machine was busy (1-min load {load:.2f} on {m['logical_cpus']} logical CPUs "
+                  "before the run)**; rerun on a quiet machine before quoting these timings.", ""]
+    lines += [f"Machine: {m['cpu']} ({m['logical_cpus']} logical CPUs), {m['platform']}. Bag {c['bag']}, replayed "
+              f"at its recorded rate through the node (threads {c['threads']}, fast_hz {c['fast_hz']}, "
+              f"slow {c['slow']}).", "",
+              "Versions: " + ", ".join(f"{k} {v}" for k, v in results["versions"].items() if v), "",
+              "## ROS 2 replay", "", replay_markdown(results["ros2_replay"]), ""]
+    (out / "results.md").write_text("\n".join(lines))
+
+
 def docs_markdown(results: dict[str, Any]) -> str:
     """docs/benchmarks.md: how to reproduce, then the tables of `results`."""
     cmd = results.get("command") or "emo-edge bench ..."

@@ -1,5 +1,6 @@
-"""Where the benchmark's input windows come from: recorded clips in a unified-format split today, a ROS 2 bag
-(MCAP) replayed through the node later. Both give `Window`s: what the runtime sees at one update."""
+"""Where the benchmark's input windows come from: recorded clips in a unified-format split, as `Window`s (what
+the runtime sees at one update). A ROS 2 bag (MCAP) is not cut into windows: `emo_edge.bench.replay` plays it
+through the node at real rate instead."""
 
 from __future__ import annotations
 
@@ -60,14 +61,3 @@ class DataDirSource:
         if not out:
             raise ValueError(f"{self.jsonl}: no clips")
         return out
-
-
-class BagSource:
-    """The seam for issue 5 item 5: replay a ROS 2 bag (MCAP) through the node. Built with the ROS node."""
-
-    def __init__(self, bag: str | Path, fe: FrontendConfig, fps: float = 30.0):
-        self.bag = Path(bag)
-
-    def windows(self, n: int) -> list[Window]:
-        raise NotImplementedError(f"{self.bag}: ROS 2 bag replay is not implemented yet (it comes with the "
-                                  "ROS 2 node); use --data with recorded clips")

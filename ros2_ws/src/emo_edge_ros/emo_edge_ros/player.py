@@ -3,11 +3,16 @@
     clip_player --jsonl data/synthemo/test.jsonl --limit 10      # SynthEmo clips (mp4 + wav)
     clip_player --clips a.mp4:a.wav b.mp4:b.wav
     clip_player --bag recording.mcap                              # image + audio messages of an MCAP bag
+    clip_player --jsonl data/synthemo/test.jsonl --limit 2 --write-bag clips.mcap   # make such a bag
 
 Frames go out at --fps (each clip frame held for as long as it lasts), audio in --chunk-ms chunks of
 S16LE at 16 kHz, both stamped with the node clock at their capture time. Between clips the last
 frame is held with silence for --gap-s (a person in view, not speaking). --schedule writes each
 clip's id, label and start/end stamps as JSON, so a test can match outputs to clips.
+
+--write-bag writes the same messages to an MCAP bag (topics /image or /image/compressed, and /audio)
+instead of publishing them: on a virtual clock, so it takes no longer than decoding the clips, and
+no message is lost to transport. `--bag` (or `emo-edge bench --bag`) replays it at real rate.
 """
 
 from __future__ import annotations
@@ -50,17 +55,64 @@ def load_clips(args: argparse.Namespace) -> list[dict[str, Any]]:
     return out
 
 
+class BagSink:
+    """Writes messages to an MCAP bag (CDR, ros2msg schemas) as the recorder does, stamped log_time = t."""
+
+    def __init__(self, path: Path, topics: dict[str, str]):
+        from mcap.writer import Writer
+
+        from emo_edge_ros.recorder import msg_definition
+
+        self._file = path.open("wb")
+        self._writer = Writer(self._file)
+        self._writer.start(profile="ros2", library="emo-edge clip_player")
+        self._channels: dict[str, int] = {}
+        self.counts: dict[str, int] = {}
+        for topic, type_name in topics.items():
+            schema = self._writer.register_schema(name=type_name, encoding="ros2msg",
+                                                  data=msg_definition(type_name).encode())
+            self._channels[topic] = self._writer.register_channel(topic=topic, message_encoding="cdr",
+                                                                  schema_id=schema)
+            self.counts[topic] = 0
+
+    def write(self, topic: str, msg: Any, t: float) -> None:
+        from rclpy.serialization import serialize_message
+
+        ns = int(round(t * 1e9))
+        self._writer.add_message(channel_id=self._channels[topic], log_time=ns, publish_time=ns,
+                                 data=serialize_message(msg), sequence=self.counts[topic])
+        self.counts[topic] += 1
+
+    def close(self) -> None:
+        self._writer.finish()
+        self._file.close()
+
+
 class ClipPlayer(Node):
-    def __init__(self, transport: str, fps: float, chunk_ms: float, frame_id: str):
+    """Publishes frames and audio chunks in real time, or with a `BagSink` writes them on a virtual clock."""
+
+    def __init__(self, transport: str, fps: float, chunk_ms: float, frame_id: str, sink: BagSink | None = None):
         super().__init__("emo_edge_player")
         self.transport, self.fps, self.chunk, self.frame_id = transport, fps, int(RATE * chunk_ms / 1000), frame_id
         img_type, img_topic = (CompressedImage, "image/compressed") if transport == "compressed" else (Image, "image")
-        self.image_pub = self.create_publisher(img_type, img_topic, qos_profile_sensor_data)
-        self.audio_pub = self.create_publisher(AudioChunk, "audio", qos_profile_sensor_data)
+        self.image_topic = "/" + img_topic
+        self.sink = sink
+        if sink is None:
+            self.image_pub = self.create_publisher(img_type, img_topic, qos_profile_sensor_data)
+            self.audio_pub = self.create_publisher(AudioChunk, "audio", qos_profile_sensor_data)
         self.img_type = img_type
+        self._virtual = self.get_clock().now().nanoseconds * 1e-9  # s, the bag's clock (it starts now)
 
     def now(self) -> float:
-        return self.get_clock().now().nanoseconds * 1e-9
+        return self._virtual if self.sink is not None else self.get_clock().now().nanoseconds * 1e-9
+
+    def wait_until(self, t: float) -> None:
+        if self.sink is not None:
+            self._virtual = max(self._virtual, t)
+            return
+        delay = t - self.now()
+        if delay > 0:
+            time.sleep(delay)
 
     def wait_for_subscribers(self, timeout_s: float) -> bool:
         deadline = time.monotonic() + timeout_s
@@ -81,13 +133,19 @@ class ClipPlayer(Node):
             msg.data = cv2.imencode(".jpg", bgr, [cv2.IMWRITE_JPEG_QUALITY, 95])[1].tobytes()
         else:
             rgb_to_image(frame, msg)
-        self.image_pub.publish(msg)
+        if self.sink is not None:
+            self.sink.write(self.image_topic, msg, t)
+        else:
+            self.image_pub.publish(msg)
 
     def publish_audio(self, t: float, samples: np.ndarray) -> None:
         msg = AudioChunk()
         msg.header.stamp, msg.header.frame_id = s_to_stamp(t), self.frame_id
         samples_to_chunk(samples, RATE, msg)
-        self.audio_pub.publish(msg)
+        if self.sink is not None:
+            self.sink.write("/audio", msg, t)
+        else:
+            self.audio_pub.publish(msg)
 
     def play(self, frames_at: Any, wave: np.ndarray, seconds: float) -> float:
         """Publish `seconds` of input in real time from now: frames_at(rel_s) -> frame, audio from `wave`
@@ -97,9 +155,7 @@ class ClipPlayer(Node):
         events = sorted([(i / self.fps, 0) for i in range(n_frames)] + [(k * self.chunk / RATE, 1)
                                                                           for k in range(n_chunks)])
         for rel, kind in events:
-            delay = t0 + rel - self.now()
-            if delay > 0:
-                time.sleep(delay)
+            self.wait_until(t0 + rel)
             if kind == 0:
                 self.publish_frame(t0 + rel, frames_at(rel))
             else:
@@ -108,6 +164,7 @@ class ClipPlayer(Node):
                 part = wave[k:k + self.chunk]
                 chunk[:len(part)] = part
                 self.publish_audio(t0 + rel, chunk)
+        self.wait_until(t0 + seconds)
         return t0
 
 
@@ -162,12 +219,20 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--frame-id", default="camera")
     ap.add_argument("--wait-subscribers", type=float, default=30.0, help="s to wait for the node to subscribe")
     ap.add_argument("--schedule", type=Path, help="write the clips' ids, labels and start/end stamps here (JSON)")
+    ap.add_argument("--write-bag", type=Path, help="write the clips to this MCAP bag instead of publishing them")
     args, ros_args = ap.parse_known_args(argv)
+    if args.write_bag and args.bag:
+        ap.error("--write-bag makes a bag from clips (--jsonl/--clips); it cannot take --bag")
     rclpy.init(args=ros_args)
-    node = None
+    node = sink = None
     try:
-        node = ClipPlayer(args.transport, args.fps, args.chunk_ms, args.frame_id)
-        if not node.wait_for_subscribers(args.wait_subscribers):
+        if args.write_bag:
+            compressed = args.transport == "compressed"
+            image = ("/image/compressed", "sensor_msgs/msg/CompressedImage") if compressed else \
+                ("/image", "sensor_msgs/msg/Image")
+            sink = BagSink(args.write_bag, {image[0]: image[1], "/audio": "emo_edge_msgs/msg/AudioChunk"})
+        node = ClipPlayer(args.transport, args.fps, args.chunk_ms, args.frame_id, sink)
+        if sink is None and not node.wait_for_subscribers(args.wait_subscribers):
             node.get_logger().warning("no subscriber on image and audio; playing anyway")
         if args.bag:
             play_bag(node, args.bag, args.bag_image_topic, args.bag_audio_topic)
@@ -178,6 +243,8 @@ def main(argv: list[str] | None = None) -> None:
     except KeyboardInterrupt:
         pass
     finally:
+        if sink is not None:
+            sink.close()
         if node is not None:
             node.destroy_node()
         rclpy.try_shutdown()
