@@ -204,7 +204,7 @@ class TrainConfig:
     grad_clip: float = 1.0
     head_weight: float = 1.0  # weight of the fast head's loss next to the LM loss
     aux_weight: float = 0.5  # weight of the per-encoder probe losses
-    augment: bool = True  # random similarity transform + brightness/contrast on the visual views
+    augment: bool = True  # visual views: similarity transform + brightness/contrast; audio: a time shift
     drop_video: float = 0.15  # modality dropout probabilities (never both video and audio)
     drop_audio: float = 0.15
     drop_text: float = 0.3

@@ -38,3 +38,20 @@ def augment_views(
         for t in range(frames.shape[1]):
             frames_out[i, t] = cv2.LUT(_warp(frames[i, t], m), lut)
     return frames_out, image_out
+
+
+def shift_audio(mel: np.ndarray, rng: np.random.Generator, max_frames: int = 25) -> np.ndarray:
+    """mel (B, n_mels, F): shift each clip in time by up to +-max_frames, filling with its own floor.
+
+    The live runtime's voice-activity onset moves by a few frames from run to run; this keeps the
+    model from depending on where exactly speech starts in its window.
+    """
+    out = np.empty_like(mel)
+    for i in range(len(mel)):
+        k = int(rng.integers(-max_frames, max_frames + 1))
+        out[i] = mel[i].min()
+        if k >= 0:
+            out[i, :, k:] = mel[i, :, : mel.shape[2] - k]
+        else:
+            out[i, :, :k] = mel[i, :, -k:]
+    return out

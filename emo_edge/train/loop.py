@@ -35,7 +35,7 @@ from emo_edge.model.mllm import EmotionLLM, add_lora, build_llm, load_llm
 from emo_edge.model.perception import FUSED
 from emo_edge.model.tokenizer import Tokenizer, train_sentencepiece
 from emo_edge.prompts import text_only
-from emo_edge.train.augment import augment_views
+from emo_edge.train.augment import augment_views, shift_audio
 
 STAGE_TASKS: dict[int, dict[str, float]] = {
     1: {"emotion": 0.4, "audio": 0.3, "image": 0.3},
@@ -205,10 +205,11 @@ def sample_batch(fs: FeatureSet, idx: np.ndarray, stage: int, tc: TrainConfig, r
         names = list(allowed)
         tasks.append(names[rng.choice(len(names), p=np.array(list(allowed.values())) / sum(allowed.values()))])
     recs = [fs.records[i] for i in idx]
-    frames, image = fs.frames[idx], fs.image[idx]
+    frames, image, mel = fs.frames[idx], fs.image[idx], fs.mel[idx]
     if tc.augment:
         frames, image = augment_views(frames, image, rng)
-    batch = to_batch(frames, image, fs.mel[idx], video_on, audio_on, tasks,
+        mel = shift_audio(mel, rng)
+    batch = to_batch(frames, image, mel, video_on, audio_on, tasks,
                      [r.subtitle if t else None for r, t in zip(recs, text_on, strict=True)],
                      [r.targets[t] for r, t in zip(recs, tasks, strict=True)])
     return batch, torch.from_numpy(fs.labels[idx]), torch.from_numpy(fs.va[idx])
