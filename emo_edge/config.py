@@ -56,13 +56,13 @@ class ViTConfig:
     depth: int = 4
     heads: int = 4
     mlp_ratio: float = 4.0
-    conv_stem: bool = False  # three stride-2 3x3 convs before patchifying (learns faster from little data)
+    conv_stem: bool = False  # a BatchNorm conv stem instead of the patchify conv (learns from little data)
 
     def __post_init__(self) -> None:
         if self.width % self.heads:
             raise ValueError(f"width {self.width} is not divisible by heads {self.heads}")
-        if self.conv_stem and self.patch % 8:
-            raise ValueError(f"conv_stem needs a patch size divisible by 8, got patch={self.patch}")
+        if self.conv_stem and (self.patch < 2 or self.patch & (self.patch - 1)):
+            raise ValueError(f"conv_stem needs a power-of-two patch size, got patch={self.patch}")
 
 
 @dataclass
@@ -193,7 +193,8 @@ class TrainConfig:
     seed: int = 0
     batch_size: int = 32
     lm_steps: int = 600  # stage 0
-    perception_steps: int = 800  # stage 1
+    encoder_steps: int = 0  # stage 1 opens with these steps of encoder warm-up (head + probes, no LLM)
+    perception_steps: int = 800  # stage 1, with the LLM
     cognition_steps: int = 1000  # stage 2
     lm_lr: float = 2e-3
     lr: float = 1e-3  # encoders, fusion, adapters, head
@@ -202,6 +203,8 @@ class TrainConfig:
     warmup_steps: int = 50
     grad_clip: float = 1.0
     head_weight: float = 1.0  # weight of the fast head's loss next to the LM loss
+    aux_weight: float = 0.5  # weight of the per-encoder probe losses
+    augment: bool = True  # visual views: similarity transform + brightness/contrast; audio: a time shift
     drop_video: float = 0.15  # modality dropout probabilities (never both video and audio)
     drop_audio: float = 0.15
     drop_text: float = 0.3

@@ -126,3 +126,39 @@ def test_validate_counts_the_clips_it_asked(tiny_ckpt, synth_dir, monkeypatch):
 def test_lora_dir_holds_only_the_adapter(tiny_ckpt):
     assert sorted(p.name for p in (tiny_ckpt / ck.LORA_DIR).iterdir()) == ["adapter_config.json",
                                                                            "adapter_model.safetensors"]
+
+
+def test_augmentation_is_one_consistent_transform_per_clip():
+    from emo_edge.train.augment import augment_views
+
+    rng = np.random.default_rng(0)
+    image = rng.integers(0, 256, (6, 32, 32, 3), dtype=np.uint8)
+    frames = np.repeat(image[:, None, ::2, ::2], 3, axis=1)  # every frame = the image at half size
+    f2, i2 = augment_views(frames, image, np.random.default_rng(1), shift=0, scale=0, degrees=0, jitter=0)
+    kinds = set()
+    for i in range(len(image)):  # with only the flip left, each clip is either untouched or mirrored
+        same, mirrored = np.array_equal(i2[i], image[i]), np.array_equal(i2[i], image[i, :, ::-1])
+        assert same or mirrored
+        kinds.add(same)
+        want = frames[i] if same else frames[i, :, :, ::-1]
+        assert np.array_equal(f2[i], want)  # ... and its frames got the same transform
+    assert kinds == {True, False}
+    f3, i3 = augment_views(frames, image, np.random.default_rng(2))
+    assert i3.shape == image.shape and f3.dtype == np.uint8 and not np.array_equal(i3, image)
+
+
+def test_encoder_warm_up_trains_perception_without_touching_lora(synth_dir, tmp_path):
+    import torch
+    from safetensors.torch import load_file
+
+    from emo_edge.train.loop import train
+
+    out = tmp_path / "w"
+    train("tiny", synth_dir, out, stages=(0,), progress=False)
+    train("tiny", synth_dir, out, stages=(1,), progress=False, overrides={"perception_steps": 0})
+    rows = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
+    steps = [r for r in rows if r.get("stage") == 1 and "phase" in r]
+    assert steps and {r["phase"] for r in steps} == {"encoders"} and all(r["lm_loss"] == 0 for r in steps)
+    assert any("val_image_only_acc" in r and "val_llm_acc" not in r for r in rows)
+    lora = load_file(str(out / ck.LORA_DIR / "adapter_model.safetensors"))
+    assert all(torch.count_nonzero(v) == 0 for k, v in lora.items() if "lora_B" in k)  # still at its zero init

@@ -80,12 +80,19 @@ def sinusoids(length: int, width: int) -> torch.Tensor:
 
 
 def conv_stem(width: int, patch: int) -> nn.Sequential:
-    """Three stride-2 3x3 convs (x1/8), then a patch/8 patchify: the same grid as a plain patchify."""
-    c = [3, width // 4, width // 2, width]
+    """log2(patch) stride-2 3x3 conv + BatchNorm + ReLU stages: the same grid as a plain patchify.
+
+    Channels ramp up to `width` (e.g. 32, 64, 128, 128 for width 128, patch 16). BatchNorm matters
+    here: with per-sample norms (GroupNorm/LayerNorm) the encoder did not learn the SynthEmo faces
+    from scratch in 400 steps, with BatchNorm it did (docs in README, Model). BatchNorm folds into
+    the convolutions at export.
+    """
+    n = int(math.log2(patch))
+    chans = [3] + [width // 2 ** max(0, n - 2 - i) for i in range(n)]
     layers: list[nn.Module] = []
-    for c_in, c_out in zip(c[:-1], c[1:], strict=True):
-        layers += [nn.Conv2d(c_in, c_out, 3, stride=2, padding=1), nn.GroupNorm(1, c_out), nn.GELU()]
-    return nn.Sequential(*layers, nn.Conv2d(width, width, patch // 8, stride=patch // 8))
+    for c_in, c_out in zip(chans[:-1], chans[1:], strict=True):
+        layers += [nn.Conv2d(c_in, c_out, 3, stride=2, padding=1, bias=False), nn.BatchNorm2d(c_out), nn.ReLU()]
+    return nn.Sequential(*layers)
 
 
 class ViT(nn.Module):
@@ -289,6 +296,9 @@ class Perception(nn.Module):
                          "audio": self.audio_encoder.n_tokens}
         self.fusion = ConvAttentionFusion(cfg, widths, self.n_native)
         self.head = FastHead(cfg)
+        # one linear probe per encoder (mean token -> label logits): a training-time auxiliary loss
+        # that gives every encoder its own gradient, and a per-modality diagnostic; never exported
+        self.aux = nn.ModuleDict({k: nn.Linear(widths[k], len(LABELS)) for k in FUSED})
         tb = cfg.tokens
         adapters = {}
         if tb.fusion:
@@ -334,5 +344,6 @@ class Perception(nn.Module):
         feats = {"image": self.encode_image(image), "video": self.encode_video(frames), "audio": self.encode_audio(mel)}
         fused = self.fuse(feats, present)
         logits, va = self.head(fused)
-        return {"fused": fused, "logits": logits, "va": va, "tokens": self.embed_streams(feats, fused),
+        aux = torch.stack([self.aux[k](feats[k].mean(dim=1)) for k in FUSED], dim=1)  # (B, M, L)
+        return {"fused": fused, "logits": logits, "va": va, "aux": aux, "tokens": self.embed_streams(feats, fused),
                 "token_mask": self.stream_mask(present)}

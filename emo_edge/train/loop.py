@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.distributed as dist
+import torch.nn.functional as F
 from rich.console import Console
 
 from emo_edge import checkpoint as ck
@@ -31,8 +32,10 @@ from emo_edge.eval.metrics import parse_label
 from emo_edge.labels import LABELS
 from emo_edge.model.inputs import to_batch
 from emo_edge.model.mllm import EmotionLLM, add_lora, build_llm, load_llm
+from emo_edge.model.perception import FUSED
 from emo_edge.model.tokenizer import Tokenizer, train_sentencepiece
 from emo_edge.prompts import text_only
+from emo_edge.train.augment import augment_views, shift_audio
 
 STAGE_TASKS: dict[int, dict[str, float]] = {
     1: {"emotion": 0.4, "audio": 0.3, "image": 0.3},
@@ -202,7 +205,11 @@ def sample_batch(fs: FeatureSet, idx: np.ndarray, stage: int, tc: TrainConfig, r
         names = list(allowed)
         tasks.append(names[rng.choice(len(names), p=np.array(list(allowed.values())) / sum(allowed.values()))])
     recs = [fs.records[i] for i in idx]
-    batch = to_batch(fs.frames[idx], fs.image[idx], fs.mel[idx], video_on, audio_on, tasks,
+    frames, image, mel = fs.frames[idx], fs.image[idx], fs.mel[idx]
+    if tc.augment:
+        frames, image = augment_views(frames, image, rng)
+        mel = shift_audio(mel, rng)
+    batch = to_batch(frames, image, mel, video_on, audio_on, tasks,
                      [r.subtitle if t else None for r, t in zip(recs, text_on, strict=True)],
                      [r.targets[t] for r, t in zip(recs, tasks, strict=True)])
     return batch, torch.from_numpy(fs.labels[idx]), torch.from_numpy(fs.va[idx])
@@ -213,6 +220,7 @@ def validate(model: EmotionLLM, fs: FeatureSet, n_llm: int = 48) -> dict[str, fl
     """Head accuracy on the whole split and LLM emotion accuracy on its first n_llm clips."""
     model.eval()
     correct, llm_correct, n_asked = 0, 0, 0
+    aux_correct = np.zeros(len(FUSED))
     for s in range(0, len(fs), 64):
         idx = np.arange(s, min(s + 64, len(fs)))
         on = np.ones(len(idx), bool)
@@ -220,12 +228,15 @@ def validate(model: EmotionLLM, fs: FeatureSet, n_llm: int = 48) -> dict[str, fl
                          [fs.records[i].subtitle for i in idx])
         p = model.perception(batch.image, batch.frames, batch.mel, batch.present)
         correct += int((p["logits"].argmax(-1).numpy() == fs.labels[idx]).sum())
+        aux_correct += (p["aux"].argmax(-1).numpy() == fs.labels[idx][:, None]).sum(axis=0)
         if n_asked < n_llm:
             answers = model.generate(batch, max_new_tokens=4, perception=p)
             llm_correct += sum(parse_label(a) == LABELS[fs.labels[i]] for a, i in zip(answers, idx, strict=True))
             n_asked += len(idx)
     model.train()
-    return {"val_head_acc": correct / len(fs), "val_llm_acc": llm_correct / max(1, n_asked)}
+    aux = {f"val_{k}_only_acc": float(c) / len(fs) for k, c in zip(FUSED, aux_correct, strict=True)}
+    llm = {"val_llm_acc": llm_correct / n_asked} if n_asked else {}
+    return {"val_head_acc": correct / len(fs), **llm, **aux}
 
 
 def build_model(cfg: ModelConfig, out: Path, resume_lora: bool) -> EmotionLLM:
@@ -253,36 +264,66 @@ def save_all(model: EmotionLLM, out: Path, d: Dist, state: dict) -> None:
     torch.save(state, out / STATE_FILE)
 
 
+def perception_losses(p: dict[str, torch.Tensor], labels: torch.Tensor, va: torch.Tensor, present: torch.Tensor,
+                      tc: TrainConfig) -> tuple[torch.Tensor, torch.Tensor]:
+    """(head loss, auxiliary loss): fused label CE + valence/arousal MSE; per-encoder probe CE on present streams."""
+    head = F.cross_entropy(p["logits"], labels) + F.mse_loss(p["va"], va)
+    per = F.cross_entropy(p["aux"].flatten(0, 1), labels.repeat_interleave(len(FUSED)), reduction="none")
+    on = present.flatten()
+    return head, (per * on).sum() / on.sum().clamp(min=1)
+
+
+def stage_steps(tc: TrainConfig, stage: int) -> tuple[int, int]:
+    """(encoder warm-up steps, steps with the LLM) of a curriculum stage."""
+    return (tc.encoder_steps, tc.perception_steps) if stage == 1 else (0, tc.cognition_steps)
+
+
 def curriculum_stage(
     stage: int, model: EmotionLLM, train: FeatureSet, val: FeatureSet, tc: TrainConfig, out: Path, d: Dist,
     start_step: int = 0, opt_state: dict | None = None,
 ) -> None:
-    total = tc.perception_steps if stage == 1 else tc.cognition_steps
+    """Stage 1 opens with `encoder_steps` of encoder warm-up (fast head + per-encoder probes, no LLM):
+    the encoders learn from the label before the LLM's loss joins. Each phase has its own optimizer
+    and learning-rate schedule; resume picks the phase from the step."""
+    warm, with_llm = stage_steps(tc, stage)
+    total = warm + with_llm
     perc = [p for p in model.perception.parameters() if p.requires_grad]
     lora = [p for p in model.llm.parameters() if p.requires_grad]
-    params = perc + lora
-    opt = optimizer_for([(perc, tc.lr), (lora, tc.lora_lr)], tc)
+
+    def phase(step: int) -> tuple[torch.optim.Optimizer, list, int, int]:
+        if step < warm:
+            return optimizer_for([(perc, tc.lr)], tc), perc, 0, warm
+        return optimizer_for([(perc, tc.lr), (lora, tc.lora_lr)], tc), perc + lora, warm, with_llm
+
+    opt, params, p0, p_total = phase(start_step)
     if opt_state:
         opt.load_state_dict(opt_state)
     rng = np.random.default_rng([tc.seed, stage, d.rank, start_step])
     model.train()
     t0 = time.time()
     for step in range(start_step, total):
+        if step == warm and step > start_step:
+            opt, params, p0, p_total = phase(step)
         batch, labels, va = sample_batch(train, rng.choice(len(train), tc.batch_size), stage, tc, rng)
-        out_ = model(batch)
-        head_loss = torch.nn.functional.cross_entropy(out_["logits"], labels)
-        head_loss = head_loss + torch.nn.functional.mse_loss(out_["va"], va)
-        loss = out_["lm_loss"] + tc.head_weight * head_loss
+        if step < warm:
+            out_ = model.perception(batch.image, batch.frames, batch.mel, batch.present)
+            lm_loss = torch.zeros(())
+        else:
+            out_ = model(batch)
+            lm_loss = out_["lm_loss"]
+        head_loss, aux_loss = perception_losses(out_, labels, va, batch.present, tc)
+        loss = lm_loss + tc.head_weight * head_loss + tc.aux_weight * aux_loss
         loss.backward()
         average_grads(params, d)
-        norm = clip_and_step(opt, params, step, total, tc)
+        norm = clip_and_step(opt, params, step - p0, p_total, tc)
         if step % tc.log_every == 0 or step == total - 1:
-            log(out, d, {"stage": stage, "step": step, "lm_loss": out_["lm_loss"].item(), "head_loss": head_loss.item(),
+            log(out, d, {"stage": stage, "step": step, "phase": "encoders" if step < warm else "llm",
+                         "lm_loss": lm_loss.item(), "head_loss": head_loss.item(), "aux_loss": aux_loss.item(),
                          "grad_norm": norm, "elapsed_s": round(time.time() - t0, 1)})
         last = step == total - 1
-        if (step + 1) % tc.eval_every == 0 or last:
+        if (step + 1) % tc.eval_every == 0 or last or step + 1 == warm:
             if d.main:
-                log(out, d, {"stage": stage, "step": step, **validate(model, val)})
+                log(out, d, {"stage": stage, "step": step, **validate(model, val, n_llm=0 if step < warm else 48)})
             save_all(model, out, d, {"stage": stage, "step": step + 1, "optimizer": opt.state_dict()})
             barrier(d)
 
@@ -347,7 +388,7 @@ def train(
 
 
 def _total(tc: TrainConfig, stage: int) -> int:
-    return tc.perception_steps if stage == 1 else tc.cognition_steps
+    return sum(stage_steps(tc, stage))
 
 
 def main(argv: list[str] | None = None) -> None:
