@@ -57,6 +57,7 @@ class ViTConfig:
     heads: int = 4
     mlp_ratio: float = 4.0
     conv_stem: bool = False  # a BatchNorm conv stem instead of the patchify conv (learns from little data)
+    path: str | None = None  # a local SigLIP vision directory: used (frozen) instead; patch and width must match it
 
     def __post_init__(self) -> None:
         if self.width % self.heads:
@@ -81,6 +82,7 @@ class AudioEncoderConfig:
     heads: int = 4
     mlp_ratio: float = 4.0
     downsample: int = 4  # total time stride of the conv stem (2 or 4)
+    path: str | None = None  # a local Whisper directory: its encoder is used (frozen) instead; width must match
 
     def __post_init__(self) -> None:
         if self.width % self.heads:
