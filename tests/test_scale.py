@@ -235,4 +235,25 @@ def test_ddp_on_shards_resumed_gives_the_uninterrupted_loss_curve(shard_dir, tmp
     assert meta_full["world_size"] == meta_cut["world_size"] == 2
     sums = meta_full["rank_param_checksums"]
     assert sums[0] == pytest.approx(sums[1], rel=1e-12)  # the ranks stayed in sync
+    print(f"final parameter checksums: uninterrupted {sums}, resumed {meta_cut['rank_param_checksums']}")
     assert meta_cut["rank_param_checksums"] == pytest.approx(sums, rel=RESUME_RTOL)  # and ended where the full run did
+
+
+def test_autocast_is_a_no_op_on_the_cpu():
+    from emo_edge.train.loop import Dist, autocast
+
+    with autocast(Dist()):
+        y = torch.nn.functional.linear(torch.ones(2, 3), torch.ones(4, 3))
+    assert y.dtype == torch.float32
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs an NVIDIA GPU")
+def test_bf16_training_on_the_gpu(shard_dir, tmp_path):
+    from emo_edge.train.loop import Dist, autocast, train
+
+    with autocast(Dist(device=torch.device("cuda"))):
+        assert torch.nn.functional.linear(torch.ones(2, 3).cuda(), torch.ones(4, 3).cuda()).dtype == torch.bfloat16
+    out = train("tiny", shard_dir, tmp_path / "gpu", progress=False, overrides={"grad_accum": 2})
+    rows = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
+    assert all(np.isfinite(r["lm_loss"]) for r in rows if "lm_loss" in r)
