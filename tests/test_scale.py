@@ -88,6 +88,11 @@ def test_frontend_mismatch_is_refused(shard_dir):
         index.check_frontend(other)
 
 
+def test_shards_may_not_overwrite_the_source(synth_dir):
+    with pytest.raises(ValueError, match="must not be the data directory"):
+        sh.write_shards(synth_dir / "val.jsonl", synth_dir, "val", FE, shard_size=4, progress=False)
+
+
 # ---------------------------------------------------------------------------------------------
 # the reading plan
 # ---------------------------------------------------------------------------------------------

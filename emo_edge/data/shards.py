@@ -193,6 +193,9 @@ def write_shards(
     if shard_size < 1:
         raise ValueError(f"--shard-size must be >= 1, got {shard_size}")
     jsonl = Path(jsonl)
+    if not is_url(out) and Path(out).resolve() == jsonl.parent.resolve():
+        raise ValueError(f"--out {out}: the shard directory must not be the data directory "
+                         f"(it gets its own {split}.jsonl)")
     records = read_jsonl(jsonl)
     records = [records[i] for i in np.random.default_rng(seed).permutation(len(records))]
     root = join(out, split)

@@ -69,13 +69,17 @@ def batch_rng(seed: int, stage: int, rank: int, j: int) -> np.random.Generator:
     return np.random.default_rng([seed, stage, rank, j])
 
 
-def to_device(sample: Sample, device: torch.device) -> Sample:
+def batch_to(batch: Batch, device: torch.device) -> Batch:
     if device.type == "cpu":
-        return sample
-    batch, labels, va = sample
+        return batch
     moved = {f.name: getattr(batch, f.name).to(device, non_blocking=True) for f in dataclasses.fields(batch)
              if isinstance(getattr(batch, f.name), torch.Tensor)}
-    return dataclasses.replace(batch, **moved), labels.to(device), va.to(device)
+    return dataclasses.replace(batch, **moved)
+
+
+def to_device(sample: Sample, device: torch.device) -> Sample:
+    batch, labels, va = sample
+    return batch_to(batch, device), labels.to(device), va.to(device)
 
 
 # ---------------------------------------------------------------------------------------------

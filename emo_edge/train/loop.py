@@ -3,7 +3,10 @@
 encoders, fusion, adapters, the fast head and LoRA.
 
 One loop for every stage and device; under `torchrun` it runs as DDP (gloo on CPU, NCCL on GPU):
-every rank starts from the same weights, sees its own batches, and gradients are averaged.
+every rank starts from the same weights, sees its own batches (from memory or from shards, see
+`emo_edge.train.data`), and gradients are averaged. An optimizer step may accumulate several
+micro-batches; bf16 autocast on GPU. `train_state.pt` holds what resume needs to repeat the
+uninterrupted run: stage, step, optimizer and data position.
 `main(argv=None)` lets a test run it in-process on tiny data.
 """
 
@@ -37,7 +40,7 @@ from emo_edge.model.mllm import EmotionLLM, add_lora, build_llm, load_llm
 from emo_edge.model.perception import FUSED
 from emo_edge.model.tokenizer import Tokenizer, train_sentencepiece
 from emo_edge.prompts import text_only
-from emo_edge.train.data import STAGE_TASKS, Sample, TrainData, sample_batch, to_device
+from emo_edge.train.data import STAGE_TASKS, Sample, TrainData, batch_to, sample_batch, to_device
 
 __all__ = ["STAGE_TASKS", "sample_batch", "train", "main"]
 STATE_FILE = "train_state.pt"
@@ -221,7 +224,7 @@ def validate(model: EmotionLLM, fs: FeatureSet, n_llm: int = 48) -> dict[str, fl
         on = np.ones(len(idx), bool)
         batch = to_batch(fs.frames[idx], fs.image[idx], fs.mel[idx], on, on, ["emotion"] * len(idx),
                          [fs.records[i].subtitle for i in idx])
-        batch = to_device((batch, torch.zeros(0), torch.zeros(0)), device)[0]
+        batch = batch_to(batch, device)
         p = model.perception(batch.image, batch.frames, batch.mel, batch.present)
         correct += int((p["logits"].argmax(-1).cpu().numpy() == fs.labels[idx]).sum())
         aux_correct += (p["aux"].argmax(-1).cpu().numpy() == fs.labels[idx][:, None]).sum(axis=0)
@@ -279,11 +282,16 @@ def loss_sums(out: dict[str, torch.Tensor], labels: torch.Tensor, va: torch.Tens
               present: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Per micro-batch sums: (label CE over labelled clips, valence/arousal squared error, per-encoder probe CE
     over the present streams of labelled clips). Clips outside the label set (label -1) take no CE."""
-    ce = F.cross_entropy(out["logits"].float(), labels, ignore_index=-1, reduction="sum")
-    se = F.mse_loss(out["va"].float(), va, reduction="sum")
-    per = F.cross_entropy(out["aux"].flatten(0, 1).float(), labels.repeat_interleave(len(FUSED)), ignore_index=-1,
-                          reduction="none")
+    logits, aux, pred_va = (_wide(out[k]) for k in ("logits", "aux", "va"))
+    ce = F.cross_entropy(logits, labels, ignore_index=-1, reduction="sum")
+    se = F.mse_loss(pred_va, va.to(pred_va.dtype), reduction="sum")
+    per = F.cross_entropy(aux.flatten(0, 1), labels.repeat_interleave(len(FUSED)), ignore_index=-1, reduction="none")
     return ce, se, (per * present.flatten()).sum()
+
+
+def _wide(x: torch.Tensor) -> torch.Tensor:
+    """Losses in float32 at least (autocast leaves bf16 outputs); float64 stays float64."""
+    return x.float() if x.dtype in (torch.float16, torch.bfloat16) else x
 
 
 def window_backward(model: EmotionLLM, micro: list[Sample], with_llm: bool, tc: TrainConfig, d: Dist) -> torch.Tensor:
@@ -301,7 +309,7 @@ def window_backward(model: EmotionLLM, micro: list[Sample], with_llm: bool, tc: 
         with autocast(d):
             out = model(batch) if with_llm else model.perception(batch.image, batch.frames, batch.mel, batch.present)
         ce, se, probe = loss_sums(out, labels, va, batch.present)
-        lm = out["lm_loss"].float() * n_answer / n_tok if with_llm else ce.new_zeros(())
+        lm = _wide(out["lm_loss"]) * n_answer / n_tok if with_llm else ce.new_zeros(())
         head = ce / n_lab + se / (2 * n_clips)
         aux = probe / n_streams
         (d.world * (lm + tc.head_weight * head + tc.aux_weight * aux)).backward()
@@ -315,7 +323,7 @@ def stage_steps(tc: TrainConfig, stage: int) -> tuple[int, int]:
 
 
 def curriculum_stage(
-    stage: int, model: EmotionLLM, data: TrainData, val: FeatureSet, tc: TrainConfig, out: Path, d: Dist,
+    stage: int, model: EmotionLLM, data: TrainData, val: FeatureSet | None, tc: TrainConfig, out: Path, d: Dist,
     start_step: int = 0, opt_state: dict | None = None, data_state: dict | None = None, max_steps: int = 0,
 ) -> int:
     """Stage 1 opens with `encoder_steps` of encoder warm-up (fast head + per-encoder probes, no LLM):
@@ -332,14 +340,15 @@ def curriculum_stage(
             return optimizer_for([(perc, tc.lr)], tc), perc, 0, warm
         return optimizer_for([(perc, tc.lr), (lora, tc.lora_lr)], tc), perc + lora, warm, with_llm
 
+    if start_step >= total:
+        return 0
     opt, params, p0, p_total = phase(start_step)
     if opt_state:
         opt.load_state_dict(opt_state)
-    source = data.source(stage, tc, d.rank, d.world, start=resume_position(data_state, start_step, tc, d))
+    source = data.source(stage, tc, d.rank, d.world, start=resume_position(data, data_state, start_step, tc, d))
     batches: Iterator[Sample] = (to_device(s, d.device) for s in source)
     model.train()
     t0 = time.time()
-    step = start_step
     try:
         for step in range(start_step, total):
             if step == warm and step > start_step:
@@ -355,31 +364,31 @@ def curriculum_stage(
                              "lm_loss": lm_loss, "head_loss": head_loss, "aux_loss": aux_loss,
                              "grad_norm": norm, "elapsed_s": round(time.time() - t0, 1)})
             # evaluate and checkpoint (also where this run was told to stop)
-            stop = max_steps and step + 1 - start_step >= max_steps
-            if (step + 1) % tc.eval_every == 0 or step == total - 1 or step + 1 == warm:
-                if d.main:
-                    log(out, d, {"stage": stage, "step": step, **validate(model, val, n_llm=0 if step < warm else 48)})
-            elif not stop:
-                continue
-            save_all(model, out, d, {"stage": stage, "step": step + 1, "optimizer": opt.state_dict(),
-                                     "data": source.state_dict()})
-            barrier(d)
+            evaluate = (step + 1) % tc.eval_every == 0 or step == total - 1 or step + 1 == warm
+            stop = bool(max_steps) and step + 1 - start_step >= max_steps
+            if evaluate and val is not None:
+                log(out, d, {"stage": stage, "step": step, **validate(model, val, n_llm=0 if step < warm else 48)})
+            if evaluate or stop:
+                save_all(model, out, d, {"stage": stage, "step": step + 1, "optimizer": opt.state_dict(),
+                                         "data": source.state_dict()})
+                barrier(d)
             if stop:
                 return step + 1 - start_step
     finally:
         source.close()
-    return max(0, total - start_step)
+    return total - start_step
 
 
 def step_seed(*coords: int) -> int:
     return int(np.random.SeedSequence(list(coords)).generate_state(1)[0])
 
 
-def resume_position(data_state: dict | None, start_step: int, tc: TrainConfig, d: Dist) -> int:
+def resume_position(data: TrainData, data_state: dict | None, start_step: int, tc: TrainConfig, d: Dist) -> int:
     """Batches of this stage already consumed; warns when the reader layout changed (the order then differs)."""
     if not data_state:
         return start_step * tc.grad_accum
-    layout = {"batch_size": tc.batch_size, "world": d.world, "lanes": max(1, tc.workers)}
+    layout = {"kind": "shards" if data.sharded else "memory", "batch_size": tc.batch_size, "world": d.world,
+              "lanes": max(1, tc.workers)}
     changed = {k: (data_state[k], v) for k, v in layout.items() if k in data_state and data_state[k] != v}
     if changed and d.main:
         console.print(f"[yellow]resume: data layout changed {changed} (saved vs now); the batches after the "
@@ -434,8 +443,8 @@ def run_curriculum(cfg: ModelConfig, tc: TrainConfig, td: TrainData, out: Path, 
                    state: dict | None, progress: bool) -> list[float]:
     """Stages 1 and/or 2 (continuing from `state` when resuming); every rank's parameter checksum at the end."""
     bad = td.load(progress=progress and d.main)
-    val_fs = td.validation(progress=progress and d.main)
-    for b in (bad, val_fs.bad):
+    val_fs = td.validation(progress=progress) if d.main else None  # validation runs on rank 0 only
+    for b in (bad, val_fs.bad if val_fs else []):
         if b and d.main:
             console.print(f"[yellow]skipped {len(b)} bad clip(s):[/] " + "; ".join(b[:5]))
     torch.manual_seed(tc.seed)
