@@ -59,6 +59,7 @@ def test_shard_writing_reports_bad_clips_and_keeps_going(synth_dir, tmp_path):
     res = CliRunner().invoke(app, ["data", "shard", "--data", str(tmp_path / "src"), "--out", str(tmp_path / "sh"),
                                    "--shard-size", "2", "--preset", "tiny", "--splits", "train", "--workers", "1"])
     assert res.exit_code == 0, res.output
+    assert "Usage" in CliRunner().invoke(app, ["data", "shard", "--help"]).output
     assert "5 clips in 3 shard(s)" in res.output and res.output.count("bad clip") == 2
     index = sh.ShardIndex.load(tmp_path / "sh", "train")
     assert index.sizes == [2, 2, 1] and len(index.bad) == 2
