@@ -66,9 +66,35 @@ def data_prepare(
         console.print(f"{report['n_bad']} clip(s) left out; all listed in {out / 'prepare_report.json'}")
 
 
+@data_app.command("shard")
+def data_shard(
+    data: Annotated[Path, typer.Option(help="directory with <split>.jsonl files (unified format) and their media")],
+    out: Annotated[str, typer.Option(help="shard directory: a local path, or a URL when fsspec is installed")],
+    shard_size: Annotated[int, typer.Option(help="clips per shard")] = 1000,
+    preset: Annotated[str, typer.Option(help="preset whose frontend preprocesses the clips")] = "edge-small",
+    splits: Annotated[str, typer.Option(help="comma-separated splits to shard (those present)")] = "train,val",
+    seed: Annotated[int, typer.Option(help="seed of the record shuffle before sharding")] = 0,
+    workers: Annotated[int, typer.Option(help="decoding processes")] = 2,
+) -> None:
+    """Preprocess JSONL splits into shards for streaming training; bad clips are reported and skipped."""
+    from emo_edge.config import load_preset
+    from emo_edge.data.schema import find_split
+    from emo_edge.data.shards import write_shards
+
+    try:
+        fe = load_preset(preset).model.frontend
+        for split in [s.strip() for s in splits.split(",") if s.strip()]:
+            index = write_shards(find_split(data, split), out, split, fe, shard_size, workers, seed)
+            console.print(f"{split}: {index.n_clips} clips in {len(index.shards)} shard(s) under {index.root}")
+            for b in index.bad:
+                console.print(f"[yellow]bad clip[/] {b}")
+    except (FileNotFoundError, ValueError) as e:
+        _fail(str(e))
+
+
 @app.command()
 def train(
-    data: Annotated[Path, typer.Option(help="directory with train.jsonl and val.jsonl")],
+    data: Annotated[str, typer.Option(help="directory with train.jsonl and val.jsonl, or a shard directory/URL")],
     out: Annotated[Path, typer.Option(help="checkpoint directory to write")],
     preset: Annotated[str, typer.Option(help="tiny, edge-small, paper, or a YAML path")] = "edge-small",
     stages: Annotated[str, typer.Option(help="comma-separated: 0 LM pretraining, 1 perception, 2 cognition")] = "0,1,2",

@@ -57,6 +57,7 @@ class ViTConfig:
     heads: int = 4
     mlp_ratio: float = 4.0
     conv_stem: bool = False  # a BatchNorm conv stem instead of the patchify conv (learns from little data)
+    path: str | None = None  # a local SigLIP vision directory: used (frozen) instead; patch and width must match it
 
     def __post_init__(self) -> None:
         if self.width % self.heads:
@@ -81,6 +82,7 @@ class AudioEncoderConfig:
     heads: int = 4
     mlp_ratio: float = 4.0
     downsample: int = 4  # total time stride of the conv stem (2 or 4)
+    path: str | None = None  # a local Whisper directory: its encoder is used (frozen) instead; width must match
 
     def __post_init__(self) -> None:
         if self.width % self.heads:
@@ -208,9 +210,20 @@ class TrainConfig:
     drop_video: float = 0.15  # modality dropout probabilities (never both video and audio)
     drop_audio: float = 0.15
     drop_text: float = 0.3
+    grad_accum: int = 1  # micro-batches per optimizer step (the step sees batch_size * grad_accum * ranks clips)
+    workers: int = 2  # DataLoader worker processes decoding shards (0: in the training process)
+    stop_after: int = 0  # leave after this many optimizer steps of this run, checkpointed (0: run to the end)
     eval_every: int = 200
     log_every: int = 20
     threads: int = 2
+
+    def __post_init__(self) -> None:
+        for name in ("batch_size", "grad_accum"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"train.{name} must be >= 1, got {getattr(self, name)}")
+        for name in ("workers", "stop_after"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"train.{name} must be >= 0, got {getattr(self, name)}")
 
 
 @dataclass

@@ -86,6 +86,10 @@ class EmotionLLM(nn.Module):
             ids, labels = ids + ans, labels + ans
         return ids, labels
 
+    def n_answer_tokens(self, answers: list[str] | None) -> int:
+        """Answer tokens the LM loss averages over (each answer and its EOS), as `sequence_ids` labels them."""
+        return sum(len(self.tok.encode(a)) + 1 for a in answers or [])
+
     def assemble(
         self, mm: torch.Tensor, mm_mask: torch.Tensor, suffixes: list[str], answers: list[str] | None,
         left_pad: bool = False,
@@ -100,6 +104,7 @@ class EmotionLLM(nn.Module):
         for i, (s_ids, s_lab) in enumerate(seqs):
             sl = slice(length - len(s_ids), length) if left_pad else slice(0, len(s_ids))
             ids[i, sl], labels[i, sl], mask[i, sl] = torch.tensor(s_ids), torch.tensor(s_lab), 1
+        ids, labels, mask = ids.to(mm.device), labels.to(mm.device), mask.to(mm.device)
         slots = ids == MM_ID
         n_slots = int(slots.sum())
         if n_slots != mm_mask.numel():
@@ -136,7 +141,7 @@ class EmotionLLM(nn.Module):
         cache = DynamicCache()
         out = self.llm(**inputs, cache=cache, use_cache=True)
         b = mask.shape[0]
-        done = torch.zeros(b, dtype=torch.bool)
+        done = torch.zeros(b, dtype=torch.bool, device=mask.device)
         tokens: list[list[int]] = [[] for _ in range(b)]
         next_pos = pos[:, -1:] + 1
         for _ in range(max_new_tokens):
@@ -149,7 +154,7 @@ class EmotionLLM(nn.Module):
                         tokens[i].append(int(nxt[i]))
             if bool(done.all()):
                 break
-            mask = torch.cat([mask, torch.ones((b, 1), dtype=mask.dtype)], dim=1)
+            mask = torch.cat([mask, torch.ones((b, 1), dtype=mask.dtype, device=mask.device)], dim=1)
             emb = self.llm.get_input_embeddings()(nxt[:, None])
             out = self.llm(inputs_embeds=emb, attention_mask=mask, position_ids=next_pos, cache=cache,
                            use_cache=True)

@@ -100,7 +100,7 @@ class ViT(nn.Module):
 
     def __init__(self, cfg: ViTConfig, image_size: int):
         super().__init__()
-        self.grid = image_size // cfg.patch
+        self.grid, self.width = image_size // cfg.patch, cfg.width
         self.patch = (conv_stem(cfg.width, cfg.patch) if cfg.conv_stem
                       else nn.Conv2d(3, cfg.width, kernel_size=cfg.patch, stride=cfg.patch))
         self.pos = nn.Parameter(torch.randn(1, self.grid * self.grid, cfg.width) * 0.02)
@@ -115,6 +115,15 @@ class ViT(nn.Module):
         return self.norm(x)
 
 
+def vision_tower(cfg: ViTConfig, image_size: int) -> nn.Module:
+    """The built-in ViT, or a pretrained SigLIP tower when `cfg.path` names one: both (B, 3, S, S) -> (B, G*G, W)."""
+    if cfg.path is None:
+        return ViT(cfg, image_size)
+    from emo_edge.model.backbones import SiglipTower
+
+    return SiglipTower(cfg.path, image_size, cfg.patch, cfg.width)
+
+
 # ---------------------------------------------------------------------------------------------
 # encoders: spatial view, temporal view, audio
 # ---------------------------------------------------------------------------------------------
@@ -125,8 +134,8 @@ class ImageEncoder(nn.Module):
 
     def __init__(self, cfg: ModelConfig):
         super().__init__()
-        self.vit = ViT(cfg.image_encoder, cfg.frontend.image_size)
-        self.width, self.grid = cfg.image_encoder.width, self.vit.grid
+        self.vit = vision_tower(cfg.image_encoder, cfg.frontend.image_size)
+        self.width, self.grid = self.vit.width, self.vit.grid
 
     def forward(self, image: torch.Tensor) -> torch.Tensor:  # (B, 3, S, S)
         return self.vit(image)
@@ -138,8 +147,8 @@ class VideoEncoder(nn.Module):
     def __init__(self, cfg: ModelConfig):
         super().__init__()
         vc, fe = cfg.video_encoder, cfg.frontend
-        self.frame = ViT(vc.frame, fe.frame_size)
-        self.k, self.width = vc.tokens_per_frame, vc.frame.width
+        self.frame = vision_tower(vc.frame, fe.frame_size)
+        self.k, self.width = vc.tokens_per_frame, self.frame.width
         self.register_buffer("pool", pool_matrix(self.frame.grid**2, self.k), persistent=False)
         self.time_pos = nn.Parameter(torch.randn(1, fe.n_frames * self.k, self.width) * 0.02)
         self.blocks = nn.ModuleList(Block(self.width, vc.frame.heads) for _ in range(vc.temporal_depth))
@@ -185,6 +194,16 @@ class AudioEncoder(nn.Module):
         for blk in self.blocks:
             x = blk(x)
         return self.norm(x)
+
+
+def audio_tower(cfg: ModelConfig) -> nn.Module:
+    """The built-in AudioEncoder, or a pretrained Whisper encoder when `audio_encoder.path` names one."""
+    ac, fe = cfg.audio_encoder, cfg.frontend
+    if ac.path is None:
+        return AudioEncoder(cfg)
+    from emo_edge.model.backbones import WhisperAudioEncoder
+
+    return WhisperAudioEncoder(ac.path, ac.width, fe.n_mels, fe.n_mel_frames)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -289,7 +308,7 @@ class Perception(nn.Module):
         self.cfg = cfg
         self.image_encoder = ImageEncoder(cfg)
         self.video_encoder = VideoEncoder(cfg)
-        self.audio_encoder = AudioEncoder(cfg)
+        self.audio_encoder = audio_tower(cfg)
         widths = {"image": self.image_encoder.width, "video": self.video_encoder.width,
                   "audio": self.audio_encoder.width}
         self.n_native = {"image": self.image_encoder.grid**2, "video": cfg.frontend.n_frames * self.video_encoder.k,

@@ -3,19 +3,24 @@
 encoders, fusion, adapters, the fast head and LoRA.
 
 One loop for every stage and device; under `torchrun` it runs as DDP (gloo on CPU, NCCL on GPU):
-every rank starts from the same weights, sees its own batches, and gradients are averaged.
+every rank starts from the same weights, sees its own batches (from memory or from shards, see
+`emo_edge.train.data`), and gradients are averaged. An optimizer step may accumulate several
+micro-batches; bf16 autocast on GPU. `train_state.pt` holds what resume needs to repeat the
+uninterrupted run: stage, step, optimizer and data position.
 `main(argv=None)` lets a test run it in-process on tiny data.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import math
 import os
 import random
 import time
-from dataclasses import dataclass
+from collections.abc import Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -26,8 +31,8 @@ from rich.console import Console
 
 from emo_edge import checkpoint as ck
 from emo_edge.config import ModelConfig, Preset, TrainConfig, load_preset, save_yaml
-from emo_edge.data.features import FeatureSet, load_features
-from emo_edge.data.schema import find_split, read_jsonl
+from emo_edge.data.features import FeatureSet
+from emo_edge.data.schema import Record
 from emo_edge.eval.metrics import parse_label
 from emo_edge.labels import LABELS
 from emo_edge.model.inputs import to_batch
@@ -35,12 +40,9 @@ from emo_edge.model.mllm import EmotionLLM, add_lora, build_llm, load_llm
 from emo_edge.model.perception import FUSED
 from emo_edge.model.tokenizer import Tokenizer, train_sentencepiece
 from emo_edge.prompts import text_only
-from emo_edge.train.augment import augment_views, shift_audio
+from emo_edge.train.data import STAGE_TASKS, Sample, TrainData, batch_to, sample_batch, to_device
 
-STAGE_TASKS: dict[int, dict[str, float]] = {
-    1: {"emotion": 0.4, "audio": 0.3, "image": 0.3},
-    2: {"emotion": 0.3, "reason": 0.4, "think": 0.3},
-}
+__all__ = ["STAGE_TASKS", "sample_batch", "train", "main"]
 STATE_FILE = "train_state.pt"
 console = Console()
 
@@ -54,6 +56,7 @@ console = Console()
 class Dist:
     rank: int = 0
     world: int = 1
+    device: torch.device = field(default_factory=lambda: torch.device("cpu"))
 
     @property
     def main(self) -> bool:
@@ -61,10 +64,26 @@ class Dist:
 
 
 def init_dist() -> Dist:
+    """Rank, world size and device from torchrun's environment; one GPU per process (LOCAL_RANK)."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
+    device = torch.device("cpu")
+    if torch.cuda.is_available():
+        device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+        torch.cuda.set_device(device)
     if world > 1 and not dist.is_initialized():
-        dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
-    return Dist(int(os.environ.get("RANK", "0")), world)
+        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+    return Dist(int(os.environ.get("RANK", "0")), world, device)
+
+
+def autocast(d: Dist) -> contextlib.AbstractContextManager:
+    """bf16 autocast on GPU (weights and optimizer stay float32); a no-op on the CPU."""
+    return torch.autocast(d.device.type, dtype=torch.bfloat16, enabled=d.device.type == "cuda")
+
+
+def all_reduce_sum(x: torch.Tensor, d: Dist) -> torch.Tensor:
+    if d.world > 1:
+        dist.all_reduce(x, op=dist.ReduceOp.SUM)
+    return x
 
 
 def barrier(d: Dist) -> None:
@@ -85,7 +104,8 @@ def average_grads(params: list[torch.nn.Parameter], d: Dist) -> None:
 
 def param_checksums(params: list[torch.nn.Parameter], d: Dist) -> list[float]:
     """Every rank's sum of |trainable parameters| (float64): equal across ranks when DDP is in sync."""
-    mine = torch.tensor([sum(float(p.detach().double().abs().sum()) for p in params)], dtype=torch.float64)
+    mine = torch.tensor([sum(float(p.detach().double().abs().sum()) for p in params)], dtype=torch.float64,
+                        device=d.device)
     if d.world == 1:
         return [float(mine)]
     gathered = [torch.zeros_like(mine) for _ in range(d.world)]
@@ -139,10 +159,10 @@ def clip_and_step(opt: torch.optim.Optimizer, params: list, step: int, total: in
 # ---------------------------------------------------------------------------------------------
 
 
-def corpus_lines(jsonl: Path) -> list[str]:
+def corpus_lines(records: list[Record]) -> list[str]:
     """Every task's answer in the prompt format, with and without the subtitle, plus the subtitles."""
     lines = []
-    for r in read_jsonl(jsonl):
+    for r in records:
         lines.append(r.subtitle)
         for task, answer in r.targets.items():
             lines.append(text_only(task, r.subtitle, answer))
@@ -150,15 +170,15 @@ def corpus_lines(jsonl: Path) -> list[str]:
     return lines
 
 
-def stage0(cfg: ModelConfig, tc: TrainConfig, data: Path, out: Path, d: Dist, progress: bool) -> None:
+def stage0(cfg: ModelConfig, tc: TrainConfig, data: TrainData, out: Path, d: Dist) -> None:
     llm_out = out / ck.LLM_DIR
-    lines = corpus_lines(find_split(data, "train"))
+    lines = corpus_lines(data.records("train"))
     if d.main:
         tok = train_sentencepiece(lines, llm_out, cfg.llm.vocab_size)
     barrier(d)
     tok = Tokenizer(llm_out)
     torch.manual_seed(tc.seed)
-    llm = build_llm(cfg.llm, tok)
+    llm = build_llm(cfg.llm, tok).to(d.device)
     params = [p for p in llm.parameters() if p.requires_grad]
     broadcast_params(params, d)
     opt = optimizer_for([(params, tc.lm_lr)], tc)
@@ -173,7 +193,9 @@ def stage0(cfg: ModelConfig, tc: TrainConfig, data: Path, out: Path, d: Dist, pr
         for i, s in enumerate(seqs):
             ids[i, : len(s)], mask[i, : len(s)] = torch.tensor(s), 1
         labels = ids.masked_fill(mask == 0, -100)
-        loss = llm(input_ids=ids, attention_mask=mask, labels=labels).loss
+        ids, mask, labels = ids.to(d.device), mask.to(d.device), labels.to(d.device)
+        with autocast(d):
+            loss = llm(input_ids=ids, attention_mask=mask, labels=labels).loss
         loss.backward()
         average_grads(params, d)
         norm = clip_and_step(opt, params, step, tc.lm_steps, tc)
@@ -190,35 +212,11 @@ def stage0(cfg: ModelConfig, tc: TrainConfig, data: Path, out: Path, d: Dist, pr
 # ---------------------------------------------------------------------------------------------
 
 
-def sample_batch(fs: FeatureSet, idx: np.ndarray, stage: int, tc: TrainConfig, rng: np.random.Generator):
-    """Batch with modality dropout and per-sample tasks drawn from the stage's task mix."""
-    b = len(idx)
-    u = rng.random(b)
-    video_on = ~(u < tc.drop_video)
-    audio_on = ~((u >= tc.drop_video) & (u < tc.drop_video + tc.drop_audio))  # never both off
-    text_on = rng.random(b) >= tc.drop_text
-    mix = STAGE_TASKS[stage]
-    tasks = []
-    for i in range(b):
-        allowed = {t: w for t, w in mix.items()
-                   if not (t == "audio" and not audio_on[i]) and not (t == "image" and not video_on[i])}
-        names = list(allowed)
-        tasks.append(names[rng.choice(len(names), p=np.array(list(allowed.values())) / sum(allowed.values()))])
-    recs = [fs.records[i] for i in idx]
-    frames, image, mel = fs.frames[idx], fs.image[idx], fs.mel[idx]
-    if tc.augment:
-        frames, image = augment_views(frames, image, rng)
-        mel = shift_audio(mel, rng)
-    batch = to_batch(frames, image, mel, video_on, audio_on, tasks,
-                     [r.subtitle if t else None for r, t in zip(recs, text_on, strict=True)],
-                     [r.targets[t] for r, t in zip(recs, tasks, strict=True)])
-    return batch, torch.from_numpy(fs.labels[idx]), torch.from_numpy(fs.va[idx])
-
-
 @torch.no_grad()
 def validate(model: EmotionLLM, fs: FeatureSet, n_llm: int = 48) -> dict[str, float]:
     """Head accuracy on the whole split and LLM emotion accuracy on its first n_llm clips."""
     model.eval()
+    device = next(model.perception.parameters()).device
     correct, llm_correct, n_asked = 0, 0, 0
     aux_correct = np.zeros(len(FUSED))
     for s in range(0, len(fs), 64):
@@ -226,9 +224,10 @@ def validate(model: EmotionLLM, fs: FeatureSet, n_llm: int = 48) -> dict[str, fl
         on = np.ones(len(idx), bool)
         batch = to_batch(fs.frames[idx], fs.image[idx], fs.mel[idx], on, on, ["emotion"] * len(idx),
                          [fs.records[i].subtitle for i in idx])
+        batch = batch_to(batch, device)
         p = model.perception(batch.image, batch.frames, batch.mel, batch.present)
-        correct += int((p["logits"].argmax(-1).numpy() == fs.labels[idx]).sum())
-        aux_correct += (p["aux"].argmax(-1).numpy() == fs.labels[idx][:, None]).sum(axis=0)
+        correct += int((p["logits"].argmax(-1).cpu().numpy() == fs.labels[idx]).sum())
+        aux_correct += (p["aux"].argmax(-1).cpu().numpy() == fs.labels[idx][:, None]).sum(axis=0)
         if n_asked < n_llm:
             answers = model.generate(batch, max_new_tokens=4, perception=p)
             llm_correct += sum(parse_label(a) == LABELS[fs.labels[i]] for a, i in zip(answers, idx, strict=True))
@@ -240,17 +239,19 @@ def validate(model: EmotionLLM, fs: FeatureSet, n_llm: int = 48) -> dict[str, fl
 
 
 def build_model(cfg: ModelConfig, out: Path, resume_lora: bool) -> EmotionLLM:
+    """The backbone from out/llm (stage 0) or else `llm.path`, LoRA fresh or resumed, perception fresh or resumed."""
     from peft import PeftModel
     from safetensors.torch import load_file
 
-    base = load_llm(out / ck.LLM_DIR)
+    llm_dir = ck.llm_dir(out, cfg.llm.path)
+    base = load_llm(llm_dir)
     if resume_lora and (out / ck.LORA_DIR).is_dir():
         for p in base.parameters():
             p.requires_grad_(False)
         llm = PeftModel.from_pretrained(base, str(out / ck.LORA_DIR), is_trainable=True)
     else:
         llm = add_lora(base, cfg.lora)
-    model = EmotionLLM(cfg, llm, Tokenizer(out / ck.LLM_DIR))
+    model = EmotionLLM(cfg, llm, Tokenizer(llm_dir))
     if resume_lora and (out / ck.PERCEPTION_FILE).is_file():
         model.perception.load_state_dict(load_file(str(out / ck.PERCEPTION_FILE)))
     return model
@@ -264,13 +265,56 @@ def save_all(model: EmotionLLM, out: Path, d: Dist, state: dict) -> None:
     torch.save(state, out / STATE_FILE)
 
 
-def perception_losses(p: dict[str, torch.Tensor], labels: torch.Tensor, va: torch.Tensor, present: torch.Tensor,
-                      tc: TrainConfig) -> tuple[torch.Tensor, torch.Tensor]:
-    """(head loss, auxiliary loss): fused label CE + valence/arousal MSE; per-encoder probe CE on present streams."""
-    head = F.cross_entropy(p["logits"], labels) + F.mse_loss(p["va"], va)
-    per = F.cross_entropy(p["aux"].flatten(0, 1), labels.repeat_interleave(len(FUSED)), reduction="none")
-    on = present.flatten()
-    return head, (per * on).sum() / on.sum().clamp(min=1)
+# ----- the loss of one optimizer step: exact means over the whole window ----------------------
+
+
+def window_counts(micro: list[Sample], answer_tokens: list[int], d: Dist) -> torch.Tensor:
+    """[answer tokens, clips, labelled clips, labelled present streams] over the step's micro-batches on all ranks."""
+    n = torch.zeros(4, dtype=torch.float64)
+    for (batch, labels, _), n_tok in zip(micro, answer_tokens, strict=True):
+        known = (labels >= 0).double().cpu()
+        n += torch.stack([torch.tensor(float(n_tok), dtype=torch.float64), torch.tensor(float(len(labels))),
+                          known.sum(), (batch.present.cpu().double() * known[:, None]).sum()])
+    return all_reduce_sum(n.to(d.device), d).cpu().clamp(min=1)
+
+
+def loss_sums(out: dict[str, torch.Tensor], labels: torch.Tensor, va: torch.Tensor,
+              present: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Per micro-batch sums: (label CE over labelled clips, valence/arousal squared error, per-encoder probe CE
+    over the present streams of labelled clips). Clips outside the label set (label -1) take no CE."""
+    logits, aux, pred_va = (_wide(out[k]) for k in ("logits", "aux", "va"))
+    ce = F.cross_entropy(logits, labels, ignore_index=-1, reduction="sum")
+    se = F.mse_loss(pred_va, va.to(pred_va.dtype), reduction="sum")
+    per = F.cross_entropy(aux.flatten(0, 1), labels.repeat_interleave(len(FUSED)), ignore_index=-1, reduction="none")
+    return ce, se, (per * present.flatten()).sum()
+
+
+def _wide(x: torch.Tensor) -> torch.Tensor:
+    """Losses in float32 at least (autocast leaves bf16 outputs); float64 stays float64."""
+    return x.float() if x.dtype in (torch.float16, torch.bfloat16) else x
+
+
+def window_backward(model: EmotionLLM, micro: list[Sample], with_llm: bool, tc: TrainConfig, d: Dist) -> torch.Tensor:
+    """Forward and backward over one optimizer step's micro-batches; returns [lm, head, aux] losses.
+
+    Each loss is the mean over the whole window (every micro-batch of every rank): the LM loss per
+    answer token, the head loss per clip, the probe loss per present stream. So a step's gradient
+    does not depend on how its clips are split into micro-batches and ranks (batch 4 = 2 x accum 2).
+    Ranks scale by the world size because `average_grads` divides by it.
+    """
+    answer_tokens = [model.n_answer_tokens(b.answers) if with_llm else 0 for b, _, _ in micro]
+    n_tok, n_clips, n_lab, n_streams = window_counts(micro, answer_tokens, d).tolist()
+    logged = torch.zeros(3, dtype=torch.float64)
+    for (batch, labels, va), n_answer in zip(micro, answer_tokens, strict=True):
+        with autocast(d):
+            out = model(batch) if with_llm else model.perception(batch.image, batch.frames, batch.mel, batch.present)
+        ce, se, probe = loss_sums(out, labels, va, batch.present)
+        lm = _wide(out["lm_loss"]) * n_answer / n_tok if with_llm else ce.new_zeros(())
+        head = ce / n_lab + se / (2 * n_clips)
+        aux = probe / n_streams
+        (d.world * (lm + tc.head_weight * head + tc.aux_weight * aux)).backward()
+        logged += torch.tensor([lm.item(), head.item(), aux.item()], dtype=torch.float64)
+    return all_reduce_sum(logged.to(d.device), d).cpu()
 
 
 def stage_steps(tc: TrainConfig, stage: int) -> tuple[int, int]:
@@ -279,12 +323,13 @@ def stage_steps(tc: TrainConfig, stage: int) -> tuple[int, int]:
 
 
 def curriculum_stage(
-    stage: int, model: EmotionLLM, train: FeatureSet, val: FeatureSet, tc: TrainConfig, out: Path, d: Dist,
-    start_step: int = 0, opt_state: dict | None = None,
-) -> None:
+    stage: int, model: EmotionLLM, data: TrainData, val: FeatureSet | None, tc: TrainConfig, out: Path, d: Dist,
+    start_step: int = 0, opt_state: dict | None = None, data_state: dict | None = None, max_steps: int = 0,
+) -> int:
     """Stage 1 opens with `encoder_steps` of encoder warm-up (fast head + per-encoder probes, no LLM):
     the encoders learn from the label before the LLM's loss joins. Each phase has its own optimizer
-    and learning-rate schedule; resume picks the phase from the step."""
+    and learning-rate schedule; resume picks the phase from the step and the data from its position.
+    Returns the optimizer steps run (at most `max_steps` when it is not 0)."""
     warm, with_llm = stage_steps(tc, stage)
     total = warm + with_llm
     perc = [p for p in model.perception.parameters() if p.requires_grad]
@@ -295,37 +340,60 @@ def curriculum_stage(
             return optimizer_for([(perc, tc.lr)], tc), perc, 0, warm
         return optimizer_for([(perc, tc.lr), (lora, tc.lora_lr)], tc), perc + lora, warm, with_llm
 
+    if start_step >= total:
+        return 0
     opt, params, p0, p_total = phase(start_step)
     if opt_state:
         opt.load_state_dict(opt_state)
-    rng = np.random.default_rng([tc.seed, stage, d.rank, start_step])
+    source = data.source(stage, tc, d.rank, d.world, start=resume_position(data, data_state, start_step, tc, d))
+    batches: Iterator[Sample] = (to_device(s, d.device) for s in source)
     model.train()
     t0 = time.time()
-    for step in range(start_step, total):
-        if step == warm and step > start_step:
-            opt, params, p0, p_total = phase(step)
-        batch, labels, va = sample_batch(train, rng.choice(len(train), tc.batch_size), stage, tc, rng)
-        if step < warm:
-            out_ = model.perception(batch.image, batch.frames, batch.mel, batch.present)
-            lm_loss = torch.zeros(())
-        else:
-            out_ = model(batch)
-            lm_loss = out_["lm_loss"]
-        head_loss, aux_loss = perception_losses(out_, labels, va, batch.present, tc)
-        loss = lm_loss + tc.head_weight * head_loss + tc.aux_weight * aux_loss
-        loss.backward()
-        average_grads(params, d)
-        norm = clip_and_step(opt, params, step - p0, p_total, tc)
-        if step % tc.log_every == 0 or step == total - 1:
-            log(out, d, {"stage": stage, "step": step, "phase": "encoders" if step < warm else "llm",
-                         "lm_loss": lm_loss.item(), "head_loss": head_loss.item(), "aux_loss": aux_loss.item(),
-                         "grad_norm": norm, "elapsed_s": round(time.time() - t0, 1)})
-        last = step == total - 1
-        if (step + 1) % tc.eval_every == 0 or last or step + 1 == warm:
-            if d.main:
+    try:
+        for step in range(start_step, total):
+            if step == warm and step > start_step:
+                opt, params, p0, p_total = phase(step)
+            # forward/backward over the micro-batches -> all-reduce -> clip -> step
+            torch.manual_seed(step_seed(tc.seed, stage, d.rank, step))  # dropout masks: a function of the step
+            micro = [next(batches) for _ in range(tc.grad_accum)]
+            lm_loss, head_loss, aux_loss = window_backward(model, micro, step >= warm, tc, d).tolist()
+            average_grads(params, d)
+            norm = clip_and_step(opt, params, step - p0, p_total, tc)
+            if step % tc.log_every == 0 or step == total - 1:
+                log(out, d, {"stage": stage, "step": step, "phase": "encoders" if step < warm else "llm",
+                             "lm_loss": lm_loss, "head_loss": head_loss, "aux_loss": aux_loss,
+                             "grad_norm": norm, "elapsed_s": round(time.time() - t0, 1)})
+            # evaluate and checkpoint (also where this run was told to stop)
+            evaluate = (step + 1) % tc.eval_every == 0 or step == total - 1 or step + 1 == warm
+            stop = bool(max_steps) and step + 1 - start_step >= max_steps
+            if evaluate and val is not None:
                 log(out, d, {"stage": stage, "step": step, **validate(model, val, n_llm=0 if step < warm else 48)})
-            save_all(model, out, d, {"stage": stage, "step": step + 1, "optimizer": opt.state_dict()})
-            barrier(d)
+            if evaluate or stop:
+                save_all(model, out, d, {"stage": stage, "step": step + 1, "optimizer": opt.state_dict(),
+                                         "data": source.state_dict()})
+                barrier(d)
+            if stop:
+                return step + 1 - start_step
+    finally:
+        source.close()
+    return total - start_step
+
+
+def step_seed(*coords: int) -> int:
+    return int(np.random.SeedSequence(list(coords)).generate_state(1)[0])
+
+
+def resume_position(data: TrainData, data_state: dict | None, start_step: int, tc: TrainConfig, d: Dist) -> int:
+    """Batches of this stage already consumed; warns when the reader layout changed (the order then differs)."""
+    if not data_state:
+        return start_step * tc.grad_accum
+    layout = {"kind": "shards" if data.sharded else "memory", "batch_size": tc.batch_size, "world": d.world,
+              "lanes": max(1, tc.workers)}
+    changed = {k: (data_state[k], v) for k, v in layout.items() if k in data_state and data_state[k] != v}
+    if changed and d.main:
+        console.print(f"[yellow]resume: data layout changed {changed} (saved vs now); the batches after the "
+                      "checkpoint will not be those of an uninterrupted run[/]")
+    return int(data_state["batches"])
 
 
 # ---------------------------------------------------------------------------------------------
@@ -337,7 +405,7 @@ def train(
     preset: str | Path, data: str | Path, out: str | Path, stages: tuple[int, ...] = (0, 1, 2), resume: bool = False,
     seed: int | None = None, progress: bool = True, overrides: dict | None = None,
 ) -> Path:
-    """Train a checkpoint into `out`; returns its path."""
+    """Train a checkpoint into `out` from `data` (JSONL + media, or a shard directory or URL); returns its path."""
     d = init_dist()
     p: Preset = load_preset(preset)
     tc, cfg = p.train, p.model
@@ -345,38 +413,22 @@ def train(
         setattr(tc, k, v)
     if seed is not None:
         tc.seed = seed
+    tc.__post_init__()
     torch.set_num_threads(max(1, tc.threads // d.world))
-    out, data = Path(out), Path(data)
+    out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
+    td = TrainData(data, cfg.frontend)
     state = torch.load(out / STATE_FILE, weights_only=False) if resume and (out / STATE_FILE).is_file() else None
     t_start = time.time()
     if 0 in stages and not (resume and (out / ck.LLM_DIR / "config.json").is_file()):
-        stage0(cfg, tc, data, out, d, progress)
-    cfg.llm.vocab_size = Tokenizer(out / ck.LLM_DIR).vocab_size
+        stage0(cfg, tc, td, out, d)
+    cfg.llm.vocab_size = Tokenizer(ck.llm_dir(out, cfg.llm.path)).vocab_size
     if d.main:
         save_yaml(cfg, out / ck.CONFIG_FILE)
     cur = [s for s in stages if s in (1, 2)]
+    checksums: list[float] = []
     if cur:
-        train_fs = load_features(find_split(data, "train"), cfg.frontend, progress=progress and d.main)
-        val_fs = load_features(find_split(data, "val"), cfg.frontend, progress=progress and d.main)
-        for fs in (train_fs, val_fs):
-            if fs.bad and d.main:
-                console.print(f"[yellow]skipped {len(fs.bad)} bad clip(s):[/] " + "; ".join(fs.bad[:5]))
-        torch.manual_seed(tc.seed)
-        model = build_model(cfg, out, resume_lora=state is not None or 1 not in cur)
-        broadcast_params([q for q in model.parameters() if q.requires_grad], d)
-        for stage in cur:
-            start, opt_state = 0, None
-            if state is not None:
-                if state["stage"] > stage or (state["stage"] == stage and state["step"] >= _total(tc, stage)):
-                    continue
-                if state["stage"] == stage:
-                    start, opt_state = state["step"], state["optimizer"]
-            curriculum_stage(stage, model, train_fs, val_fs, tc, out, d, start, opt_state)
-            state = None
-        checksums = param_checksums([q for q in model.parameters() if q.requires_grad], d)
-    else:
-        checksums = []
+        checksums = run_curriculum(cfg, tc, td, out, d, cur, state, progress)
     if d.main:
         prev = json.loads((out / ck.META_FILE).read_text()) if (out / ck.META_FILE).is_file() else {}
         ck.save_meta(out, {**prev, "preset": str(preset), "data": str(data), "seed": tc.seed,
@@ -385,6 +437,34 @@ def train(
                            "world_size": d.world, "rank_param_checksums": checksums})
     barrier(d)
     return out
+
+
+def run_curriculum(cfg: ModelConfig, tc: TrainConfig, td: TrainData, out: Path, d: Dist, cur: list[int],
+                   state: dict | None, progress: bool) -> list[float]:
+    """Stages 1 and/or 2 (continuing from `state` when resuming); every rank's parameter checksum at the end."""
+    bad = td.load(progress=progress and d.main)
+    val_fs = td.validation(progress=progress) if d.main else None  # validation runs on rank 0 only
+    for b in (bad, val_fs.bad if val_fs else []):
+        if b and d.main:
+            console.print(f"[yellow]skipped {len(b)} bad clip(s):[/] " + "; ".join(b[:5]))
+    torch.manual_seed(tc.seed)
+    model = build_model(cfg, out, resume_lora=state is not None or 1 not in cur).to(d.device)
+    broadcast_params([q for q in model.parameters() if q.requires_grad], d)
+    left = tc.stop_after
+    for stage in cur:
+        start, opt_state, data_state = 0, None, None
+        if state is not None:
+            if state["stage"] > stage or (state["stage"] == stage and state["step"] >= _total(tc, stage)):
+                continue
+            if state["stage"] == stage:
+                start, opt_state, data_state = state["step"], state["optimizer"], state.get("data")
+        ran = curriculum_stage(stage, model, td, val_fs, tc, out, d, start, opt_state, data_state, max_steps=left)
+        state = None
+        if left:
+            left -= ran
+            if left <= 0:
+                break
+    return param_checksums([q for q in model.parameters() if q.requires_grad], d)
 
 
 def _total(tc: TrainConfig, stage: int) -> int:
