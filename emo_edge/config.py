@@ -201,6 +201,7 @@ class TrainConfig:
     lm_lr: float = 2e-3
     lr: float = 1e-3  # encoders, fusion, adapters, head
     lora_lr: float = 1e-3
+    tuned_lr_scale: float = 0.1  # after an encoder warm-up: encoders/fusion/head learn at lr * this with the LLM
     weight_decay: float = 0.01
     warmup_steps: int = 50
     grad_clip: float = 1.0

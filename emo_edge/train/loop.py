@@ -334,16 +334,21 @@ def curriculum_stage(
     total = warm + with_llm
     perc = [p for p in model.perception.parameters() if p.requires_grad]
     lora = [p for p in model.llm.parameters() if p.requires_grad]
+    adapters = [p for p in model.perception.adapters.parameters() if p.requires_grad]
+    tuned = [p for p in perc if all(p is not a for a in adapters)]  # encoders, fusion, head, probes
+    # once the encoders have had a warm-up, the LLM's loss only fine-tunes them (the adapters still learn at lr)
+    tuned_lr = tc.lr * (tc.tuned_lr_scale if tc.encoder_steps else 1.0)
 
     def phase(step: int) -> tuple[torch.optim.Optimizer, list, int, int]:
         if step < warm:
             return optimizer_for([(perc, tc.lr)], tc), perc, 0, warm
-        return optimizer_for([(perc, tc.lr), (lora, tc.lora_lr)], tc), perc + lora, warm, with_llm
+        groups = [(adapters, tc.lr), (tuned, tuned_lr), (lora, tc.lora_lr)]
+        return optimizer_for(groups, tc), perc + lora, warm, with_llm
 
     if start_step >= total:
         return 0
     opt, params, p0, p_total = phase(start_step)
-    if opt_state:
+    if opt_state and start_step != warm:  # a state saved at step == warm belongs to the warm-up's optimizer
         opt.load_state_dict(opt_state)
     source = data.source(stage, tc, d.rank, d.world, start=resume_position(data, data_state, start_step, tc, d))
     batches: Iterator[Sample] = (to_device(s, d.device) for s in source)
