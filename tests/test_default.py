@@ -26,14 +26,16 @@ def test_default_is_small_and_documented():
     assert meta["preset"] == "edge-small" and meta["seed"] == 0
 
 
-# The shipped default reaches WAF ~0.56 on the 600-clip test split (README, Results): its visual path
-# has not learned yet. These bounds guard against regressions (chance is 1/6), not the targets.
+# On the 600-clip test split the shipped default has LLM WAF 0.98, head WAF 0.99, agreement 0.99 and
+# cue recall 0.95 (README, Results). 36 clips of an unseen seed are a small sample (one miss = 2.8 pt),
+# so the bounds sit a little under the targets (WAF >= 0.95, agreement >= 95 %, cue recall >= 0.80).
 def test_default_llm_and_head_on_an_unseen_seed(unseen):
     llm = evaluate_checkpoint("default", unseen, "llm", ("video", "audio", "text"), None, progress=False)
     assert llm["n"] == 36 and llm["n_unparsed"] == 0
-    assert llm["acc"] >= 0.4, llm["per_class"]
-    assert llm["head_acc"] >= 0.4
-    assert llm["cue_recall"] >= 0.5
+    assert llm["waf"] >= 0.9, llm["per_class"]
+    assert llm["head_acc"] >= 0.9
+    assert llm["llm_head_agreement"] >= 0.9
+    assert llm["cue_recall"] >= 0.8
 
 
 def test_default_single_modality_cannot_resolve_the_pairs(unseen):
