@@ -91,6 +91,18 @@ def load_checkpoint(path: str | Path, merge: bool = False) -> Any:
     return model
 
 
+def content_digest(path: str | Path) -> str:
+    """sha256 over a checkpoint's files (names and bytes; the training log left out): its identity."""
+    import hashlib
+
+    root = resolve(path)
+    digest = hashlib.sha256()
+    for p in sorted(root.rglob("*")):
+        if p.is_file() and p.name != "log.jsonl":
+            digest.update(p.relative_to(root).as_posix().encode() + p.read_bytes())
+    return digest.hexdigest()
+
+
 def read_meta(path: str | Path) -> dict[str, Any]:
     p = resolve(path) / META_FILE
     return json.loads(p.read_text()) if p.is_file() else {}

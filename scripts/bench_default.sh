@@ -8,7 +8,11 @@ OUT=${OUT:-runs/bench/default-cpu-x86}
 BUNDLE=${BUNDLE:-export/build/default-cpu-x86-allquants}
 DATA=${DATA:-data/synthemo}
 [ -f "$DATA/test.jsonl" ] || .venv/bin/emo-edge data synth --out "$DATA" --split test
-[ -f "$BUNDLE/manifest.json" ] || .venv/bin/emo-edge export --checkpoint default --target cpu-x86 --out "$BUNDLE" \
+# (re-)export when the bundle is missing or was built from another checkpoint than the shipped default
+fresh=$(.venv/bin/python -c "import json,sys; from emo_edge.checkpoint import content_digest as d
+m=json.load(open(sys.argv[1])) if __import__('os').path.isfile(sys.argv[1]) else {}
+print(int(m.get('checkpoint', {}).get('sha256') == d('default')))" "$BUNDLE/manifest.json")
+[ "$fresh" = 1 ] || .venv/bin/emo-edge export --force --checkpoint default --target cpu-x86 --out "$BUNDLE" \
   --llm-quant f16 --llm-quant q4_k_m --data "$DATA"
 .venv/bin/emo-edge bench --bundle "$BUNDLE" --checkpoint default --data "$DATA" --out "$OUT" "$@"
 .venv/bin/python -m emo_edge.bench.report "$OUT/results.json" --docs docs/benchmarks.md

@@ -30,18 +30,14 @@ def tiny_ckpt(synth_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path
 @pytest.fixture(scope="session")
 def default_bundle() -> Path:
     """The shipped default exported for cpu-x86, cached under export/build/ and rebuilt when the checkpoint changes."""
-    import hashlib
+    import json
 
+    from emo_edge.checkpoint import content_digest
     from emo_edge.export.bundle import build_bundle
 
-    src = ROOT / "emo_edge" / "default"
-    digest = hashlib.sha256()
-    for p in sorted(src.rglob("*")):
-        if p.is_file() and p.name != "log.jsonl":
-            digest.update(p.relative_to(src).as_posix().encode() + p.read_bytes())
-    out, stamp = ROOT / "export" / "build" / "test-default-cpu-x86", digest.hexdigest()
-    stamp_file = out.parent / f"{out.name}.source-sha256"
-    if not (out / "manifest.json").is_file() or not stamp_file.is_file() or stamp_file.read_text() != stamp:
+    out = ROOT / "export" / "build" / "test-default-cpu-x86"
+    manifest = out / "manifest.json"
+    built_from = json.loads(manifest.read_text())["checkpoint"].get("sha256") if manifest.is_file() else None
+    if built_from != content_digest("default"):
         build_bundle("default", "cpu-x86", out, parity_clips=4, force=True)
-        stamp_file.write_text(stamp)
     return out

@@ -124,6 +124,7 @@ def _export_llm(model: Any, profile: Any, tmp: Path, clips: Any, extra: tuple[st
 
 def _manifest(model: Any, profile: Any, ckpt: Path, meta: dict, perception: dict, llm: dict, tmp: Path,
               n_clips: int) -> dict[str, Any]:
+    from emo_edge.checkpoint import content_digest
     from emo_edge.export.io_spec import build_io_spec
 
     cfg = model.cfg
@@ -136,7 +137,8 @@ def _manifest(model: Any, profile: Any, ckpt: Path, meta: dict, perception: dict
         "machine": {"platform": platform.platform(), "processor": platform.machine()},
         "target": {"name": profile.name, "description": profile.description, **dataclasses.asdict(profile),
                    "perception_precision": "int8" if "int8" in perception["entries"] else "fp32"},
-        "checkpoint": {"path": str(ckpt), "name": cfg.name, "trained": {k: meta.get(k) for k in ("preset", "seed")}},
+        "checkpoint": {"path": str(ckpt), "name": cfg.name, "sha256": content_digest(ckpt),
+                       "trained": {k: meta.get(k) for k in ("preset", "seed")}},
         "model": {"frontend": dataclasses.asdict(cfg.frontend), "llm_arch": llm["arch"], "n_embd": width},
         "labels": list(LABELS),
         "prompt": prompt_record(),
