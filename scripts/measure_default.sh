@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The numbers in the README: evaluate the shipped default on the SynthEmo test split (seed 0) and an
 # unseen-seed test split, the single-modality ablation, then export a cpu-x86 bundle and evaluate it
-# torch-free. Writes runs/results/*.json (+ confusion PNGs). ~20 minutes on 2 cores.
+# torch-free. Writes runs/results/*.json (+ confusion PNGs). ~10 minutes on 2 cores.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . .venv/bin/activate

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Reproduce the shipped default model (emo_edge/default/): generate the standard SynthEmo splits
 # (seed 0), train the edge-small preset (seed 0) through stages 0, 1, 2, evaluate it, and copy the
-# checkpoint into the package. About 35 minutes on 2 CPU cores (33 min of training).
+# checkpoint into the package. About an hour on 2 CPU cores (54 min of training for the shipped default).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . .venv/bin/activate
