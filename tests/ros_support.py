@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import os
 import random
-import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -47,15 +46,6 @@ def _recorder(out: Path, env: dict[str, str], log: Path) -> subprocess.Popen:
     return _start(["-m", "emo_edge_ros.recorder", "--out", str(out)], env, log)
 
 
-def _interrupt(p: subprocess.Popen, timeout: float = 30) -> int:
-    if p.poll() is None:
-        p.send_signal(signal.SIGINT)
-        try:
-            p.wait(timeout)
-        except subprocess.TimeoutExpired:
-            p.kill()
-            p.wait()
-    return p.returncode
 
 
 DUMP = """

@@ -7,7 +7,9 @@ import json
 import subprocess
 import sys
 
-from ros_support import ROOT, _interrupt, _node, needs_ros_ws, ros_environment
+from ros_support import ROOT, _node, needs_ros_ws, ros_environment
+
+from emo_edge.bench.replay import interrupt
 
 pytestmark = needs_ros_ws
 
@@ -21,7 +23,7 @@ def test_lifecycle_transitions_through_the_services(default_bundle, tmp_path):
                                 env=env, capture_output=True, text=True, timeout=600)
         alive = node.poll() is None
     finally:
-        rc = _interrupt(node)
+        rc = interrupt(node)
     log = (tmp_path / "node.log").read_text()
     assert client.returncode == 0, client.stderr[-3000:] + log[-3000:]
     steps = {s["step"]: s for s in map(json.loads, client.stdout.splitlines())}

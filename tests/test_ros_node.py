@@ -15,7 +15,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from ros_support import ROOT, Msg, _interrupt, _node, _recorder, needs_ros_ws, read_mcap, ros_environment
+from ros_support import ROOT, Msg, _node, _recorder, needs_ros_ws, read_mcap, ros_environment
+
+from emo_edge.bench.replay import interrupt
 
 N_CLIPS = 10
 
@@ -52,8 +54,8 @@ def played(default_bundle, ros_env, tmp_path_factory) -> dict:
         time.sleep(8)  # the last utterance's hangover, then its LLM answer and reasoning
         assert node.poll() is None, (tmp / "node.log").read_text()[-3000:]
     finally:
-        _interrupt(node)
-        _interrupt(rec)
+        interrupt(node)
+        interrupt(rec)
     return {"topics": read_mcap(tmp / "out.mcap", ros_env), "schedule": json.loads((tmp / "schedule.json").read_text()),
             "dir": tmp, "node_log": (tmp / "node.log").read_text()}
 
@@ -150,8 +152,8 @@ def test_node_survives_faults_and_keeps_publishing(default_bundle, ros_env, tmp_
         time.sleep(2)
         alive = node.poll() is None
     finally:
-        _interrupt(node)
-        _interrupt(rec)
+        interrupt(node)
+        interrupt(rec)
     log = (tmp_path / "node.log").read_text()
     assert alive, log[-3000:]
     phases = [json.loads(line) for line in pub.stdout.splitlines()]
@@ -202,6 +204,6 @@ def test_memory_is_bounded_over_10_minutes(default_bundle, ros_env, tmp_path):
         rss_10 = _rss_kb(node.pid)
     finally:
         pub.kill()
-        _interrupt(node)
+        interrupt(node)
     print(f"RSS after 1 min {rss_1 / 1024:.0f} MB, after 10 min {rss_10 / 1024:.0f} MB")
     assert rss_10 <= 1.10 * rss_1

@@ -144,7 +144,8 @@ def _start(args: list[str], env: dict[str, str], log: Path) -> subprocess.Popen:
     return subprocess.Popen([sys.executable, *args], env=env, stdout=log.open("w"), stderr=subprocess.STDOUT)
 
 
-def _interrupt(p: subprocess.Popen, timeout: float = 30.0) -> int:
+def interrupt(p: subprocess.Popen, timeout: float = 30.0) -> int:
+    """SIGINT a ROS process (its clean shutdown path), kill it if it has not exited after `timeout` s."""
     if p.poll() is None:
         p.send_signal(signal.SIGINT)
         try:
@@ -181,8 +182,8 @@ def replay(cfg: ReplayConfig, work: Path, env: dict[str, str]) -> dict[str, list
         if node.poll() is not None:
             raise RuntimeError(f"the node exited ({node.returncode}): {_tail(work / 'node.log')}")
     finally:
-        _interrupt(node)
-        _interrupt(recorder)
+        interrupt(node)
+        interrupt(recorder)
     res = subprocess.run([sys.executable, "-m", "emo_edge_ros.timings", str(outputs)], env=env, capture_output=True,
                          text=True)
     if res.returncode != 0:

@@ -26,11 +26,9 @@ import threading
 from typing import Any
 
 import numpy as np
-import rclpy
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from emo_edge_msgs.msg import AudioChunk, EmotionState, Reasoning
 from rcl_interfaces.msg import ParameterDescriptor
-from rclpy.executors import ExternalShutdownException
 from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
 from rclpy.qos import QoSProfile, qos_profile_sensor_data
 from sensor_msgs.msg import CompressedImage, Image
@@ -38,6 +36,7 @@ from sensor_msgs.msg import CompressedImage, Image
 from emo_edge.runtime.buffers import StreamInputError
 from emo_edge.runtime.stream import EmotionUpdate, ReasoningUpdate, StreamConfig, StreamRuntime
 from emo_edge_ros.convert import audio_to_array, compressed_to_rgb, image_to_rgb, s_to_stamp, stamp_to_s
+from emo_edge_ros.spin import spin_node
 
 # name -> (default, description); the one place parameters are declared
 PARAMS: dict[str, tuple[Any, str]] = {
@@ -318,21 +317,13 @@ def flatten(d: dict[str, Any], prefix: str = "") -> list[tuple[str, str]]:
     return out
 
 
+def _autostart(node: EmotionNode) -> None:
+    if node.autostart and node.trigger_configure() == TransitionCallbackReturn.SUCCESS:
+        node.trigger_activate()  # a failed configure was logged; the node waits for change_state
+
+
 def main(args: list[str] | None = None) -> None:
-    rclpy.init(args=args)
-    node = None
-    try:
-        node = EmotionNode()
-        if node.autostart and node.trigger_configure() == TransitionCallbackReturn.SUCCESS:
-            node.trigger_activate()  # a failed configure was logged; the node waits for change_state
-        rclpy.spin(node)
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass
-    finally:
-        if node is not None:
-            node.close()
-            node.destroy_node()
-        rclpy.try_shutdown()
+    spin_node(EmotionNode, args, start=_autostart)
 
 
 if __name__ == "__main__":

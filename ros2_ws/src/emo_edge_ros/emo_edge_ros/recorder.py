@@ -14,10 +14,10 @@ import threading
 from pathlib import Path
 from typing import Any
 
-import rclpy
-from rclpy.executors import ExternalShutdownException
 from rclpy.node import Node
 from rclpy.qos import QoSProfile, qos_profile_sensor_data
+
+from emo_edge_ros.spin import spin_node
 
 DEFAULT_TOPICS = ("/emotion/state:emo_edge_msgs/msg/EmotionState", "/emotion/reasoning:emo_edge_msgs/msg/Reasoning",
                   "/diagnostics:diagnostic_msgs/msg/DiagnosticArray")
@@ -101,18 +101,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--out", type=Path, required=True, help="MCAP file to write")
     ap.add_argument("--topics", nargs="*", default=list(DEFAULT_TOPICS), help="TOPIC:pkg/msg/Type ...")
     args, ros_args = ap.parse_known_args(argv)
-    rclpy.init(args=ros_args)
-    node = None
-    try:
-        node = McapRecorder(args.out, args.topics)
-        rclpy.spin(node)
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass
-    finally:
-        if node is not None:
-            node.close()
-            node.destroy_node()
-        rclpy.try_shutdown()
+    spin_node(lambda: McapRecorder(args.out, args.topics), ros_args)
 
 
 if __name__ == "__main__":
