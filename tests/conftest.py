@@ -28,8 +28,10 @@ def tiny_ckpt(synth_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path
 
 
 @pytest.fixture(scope="session")
-def default_bundle() -> Path:
-    """The shipped default exported for cpu-x86, cached under export/build/ and rebuilt when the checkpoint changes."""
+def default_bundle(synth_dir: Path) -> Path:
+    """The shipped default exported for cpu-x86, cached under export/build/ and rebuilt when the checkpoint changes.
+
+    INT8 is calibrated on the session's small SynthEmo val split (a fresh clone has no data/synthemo)."""
     import json
 
     from emo_edge.checkpoint import content_digest
@@ -39,5 +41,6 @@ def default_bundle() -> Path:
     manifest = out / "manifest.json"
     built_from = json.loads(manifest.read_text())["checkpoint"].get("sha256") if manifest.is_file() else None
     if built_from != content_digest("default"):
-        build_bundle("default", "cpu-x86", out, parity_clips=4, force=True)
+        build_bundle("default", "cpu-x86", out, data=synth_dir, calibration=synth_dir / "val.jsonl", parity_clips=4,
+                     force=True)
     return out
