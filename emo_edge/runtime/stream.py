@@ -18,10 +18,11 @@ Every update carries its latency (window end -> update handed out, on the stream
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
 from collections import Counter, deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -318,19 +319,16 @@ class StreamRuntime:
     # -- input (any thread; validation and a copy only) -------------------------------------------
     def push_frame(self, t: float, frame: np.ndarray) -> None:
         """One (H, W, 3) uint8 RGB frame captured at clock time t; StreamInputError (counted) if unusable."""
-        try:
+        with self._counting_faults():
             small = fit_side(check_frame(frame), self.cfg.max_side).copy()
             with self._lock:
                 self.frames.push(t, small)
                 self._last_frame_at = self.clock()
-        except StreamInputError as e:
-            self.faults[e.kind] += 1
-            raise
         self.rates["frames"].tick(self._last_frame_at)
 
     def push_audio(self, t: float, samples: np.ndarray, rate: int) -> None:
         """A chunk whose first sample was captured at clock time t; (n,) or (n, ch), int16/int32/float at `rate`."""
-        try:
+        with self._counting_faults():
             if rate != self.fe.sample_rate:
                 raise StreamInputError("audio_rate", f"audio at {rate} Hz; the model takes {self.fe.sample_rate} Hz "
                                                      "(resample at the source); chunk dropped")
@@ -338,10 +336,16 @@ class StreamRuntime:
             with self._lock:
                 self.audio.push(t, x)
                 self._last_audio_at = self.clock()
+        self.rates["audio"].tick(self._last_audio_at)
+
+    @contextlib.contextmanager
+    def _counting_faults(self) -> Iterator[None]:
+        """Count a StreamInputError under its kind, then let it through to the caller."""
+        try:
+            yield
         except StreamInputError as e:
             self.faults[e.kind] += 1
             raise
-        self.rates["audio"].tick(self._last_audio_at)
 
     # -- processing (the step thread) -------------------------------------------------------------
     def step(self, now: float | None = None) -> list[EmotionUpdate]:
