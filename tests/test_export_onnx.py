@@ -185,3 +185,53 @@ def test_runtime_never_imports_torch(exported, tmp_path):
     got, want = np.load(tmp_path / "out.npz"), eager(perception, x)
     for name in ("fused", "logits", "va", "tokens", "token_mask"):
         assert rel_err(got[name], want[name]) <= RTOL, name
+
+
+def test_merged_session_is_the_four_graphs_exactly(exported):
+    """One merged session (the default) gives every output of the four sessions chained by name, bit for bit."""
+    out = exported[1]
+    x = clips(3)
+    merged, chained = OrtPerception(out, threads=1), OrtPerception(out, threads=1, merged=False)
+    got, want = merged.run(**x), chained.run(**x)
+    assert sorted(got) == sorted(want) == sorted(
+        ["fused", "logits", "va", "tokens", "token_mask", "image_feats", "video_feats", "audio_feats"])
+    for name in want:
+        assert got[name].dtype == want[name].dtype and np.array_equal(got[name], want[name]), name
+    # stage runs still use each graph's own session, opened on first use
+    assert np.array_equal(merged.encode_audio(preprocess(**x)["mel"]), want["audio_feats"])
+
+
+def test_merge_rejects_a_graph_that_is_not_the_specs(exported, tmp_path):
+    from emo_edge.runtime.merge import merge_perception
+
+    out = exported[1]
+    spec = as_io_spec(out / SPEC_FILE)
+    models = {g: onnx.load(str(out / f"{g}.onnx")) for g in GRAPHS}
+    with pytest.raises(ValueError, match=r"missing graph\(s\) \['fusion'\]"):
+        merge_perception({g: m for g, m in models.items() if g != "fusion"}, spec)
+    models["audio_encoder"].graph.output[0].name = "sound_feats"
+    with pytest.raises(ValueError, match="audio_encoder: inputs/outputs .* not the io spec's"):
+        merge_perception(models, spec)
+    # a bundle directory with a renamed tensor fails at load with the directory named
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    for g in GRAPHS:
+        onnx.save(models[g], str(bad / f"{g}.onnx"))
+    (bad / SPEC_FILE).write_text((out / SPEC_FILE).read_text())
+    with pytest.raises(ValueError, match=f"{bad}: audio_encoder"):
+        OrtPerception(bad, threads=1)
+
+
+def test_numpy_blas_is_held_to_one_thread_in_a_fresh_process():
+    code = ("import numpy as np; from threadpoolctl import threadpool_info; "
+            "from emo_edge.threads import limit_numpy_blas; "
+            "info = limit_numpy_blas(1); print(len(info), min(i['num_threads'] for i in threadpool_info() "
+            "if i['user_api'] == 'blas'))")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    n_libs, threads = map(int, proc.stdout.split())
+    assert n_libs >= 1 and threads == 1
+    with pytest.raises(ValueError, match="threads must be >= 1"):
+        from emo_edge.threads import limit_numpy_blas
+
+        limit_numpy_blas(0)

@@ -132,7 +132,8 @@ def results_markdown(results: dict[str, Any]) -> str:
         lines += [note, ""]
     lines += [f"Machine: {m['cpu']} ({m['logical_cpus']} logical CPUs, {', '.join(m['simd']) or 'no SIMD flags read'}),"
               f" {m['platform']}; load before {m['load_before']['load_1min']:.2f}, after "
-              f"{m.get('load_after', {}).get('load_1min', float('nan')):.2f}. Threads per backend: {c['threads']}. "
+              f"{m.get('load_after', {}).get('load_1min', float('nan')):.2f}. Threads per backend: {c['threads']} "
+              f"(numpy's BLAS: 1; ONNX Runtime: the four graphs merged into one session). "
               f"Repetitions: warm-up {c['reps']['warmup']}, at least {c['reps']['min_reps']} and "
               f"{c['reps']['min_seconds']} s per stage, {c['rounds']} rounds; batch 1; "
               f"{len(results['windows'])} input windows of {results['windows'][0]['frames']} frames "

@@ -233,7 +233,11 @@ def _decode_samples(lm: Any, mm: np.ndarray, mask: np.ndarray, text: str, per_pr
 
 
 def run_job(job: Job) -> dict[str, Any]:
-    """One backend, timed: its stages, peak RSS and wall time."""
+    """One backend, timed: its stages, peak RSS and wall time. numpy's BLAS runs one thread, as in the live
+    runtime (`StreamConfig.numpy_blas_threads`): its spinning threads would otherwise slow the next stage."""
+    from emo_edge.threads import limit_numpy_blas
+
+    limit_numpy_blas(1)
     t0 = time.perf_counter()
     out = time_perception(job) if job.spec.kind == "perception" else time_llm(job)
     out.update(backend=job.spec.name, kind=job.spec.kind, engine=job.spec.engine, precision=job.spec.precision,

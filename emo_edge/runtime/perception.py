@@ -71,40 +71,86 @@ class OrtPerception:
     providers: ONNX Runtime execution providers in order of preference; None picks CUDA when it is
         built in, else CPU.
     threads: intra-op threads per session.
+    merged: run the four graphs as one merged session (`run`; the default, faster); False keeps one
+        session per graph. `run_graph` always uses the graph's own session, opened on first use.
     """
 
+    _feed_names = ("image", "frames", "mel", "present")  # the merged model's inputs, as `preprocess` names them
+
     def __init__(self, onnx_dir: str | Path, spec: Any = None, providers: Sequence[str] | None = None,
-                 threads: int = 2):
+                 threads: int = 2, merged: bool = True):
         self.dir = Path(onnx_dir)
         self.spec: IOSpec = as_io_spec(self.dir / SPEC_FILE if spec is None else spec)
-        requested = choose_providers(providers)
-        opts = _require_ort().SessionOptions()
-        opts.intra_op_num_threads, opts.inter_op_num_threads = threads, 1
-        # Four sessions run one after another, each with its own thread pool. With spinning on (ORT's
-        # default) a finished session's workers keep polling and starve the next session's: run() took
-        # 18.9 ms against 4.1 ms for its four graphs timed one by one (2-core CPU, edge-small).
-        opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
-        self.sessions = {name: self._load(graph, opts, requested) for name, graph in self.spec.graphs.items()}
-        self.providers: list[str] = self.sessions["fusion"].get_providers()  # what is really in use
+        self.threads, self._requested = threads, choose_providers(providers)
+        self._graph_sessions: dict[str, Any] = {}
+        # `run` uses one session over the four graphs merged in memory (`emo_edge.runtime.merge`), whose
+        # one thread pool may spin. Four sessions in a row must not spin: a finished session's spinning
+        # workers starve the next one's (run() took 18.9 ms against 4.1 ms for its graphs one by one).
+        self.merged = merged
+        if merged:
+            from emo_edge.runtime.merge import merge_perception
 
-    def _load(self, graph: GraphSpec, opts: Any, providers: list[str]) -> Any:
+            models = {name: self._proto(graph) for name, graph in self.spec.graphs.items()}
+            try:
+                model = merge_perception(models, self.spec)
+            except ValueError as e:
+                raise ValueError(f"{self.dir}: {e} (exported with another model config?)") from e
+            self._session = self._open(model.SerializeToString(), self.dir / "<merged>", spin=True)
+            del models, model
+            inputs = tuple(t for g in self.spec.graphs.values() for t in g.inputs if t.name in self._feed_names)
+            outputs = tuple(t for g in self.spec.graphs.values() for t in g.outputs)
+            _check_session(self._session, GraphSpec("perception", inputs, outputs), self.dir)
+            self._outputs = [t.name for t in outputs]
+            self.providers: list[str] = self._session.get_providers()  # what is really in use
+        else:
+            for name in self.spec.graphs:
+                self._graph_session(name)
+            self.providers = self._graph_session("fusion").get_providers()
+
+    def _options(self, spin: bool) -> Any:
+        opts = _require_ort().SessionOptions()
+        opts.intra_op_num_threads, opts.inter_op_num_threads = self.threads, 1
+        opts.add_session_config_entry("session.intra_op.allow_spinning", "1" if spin else "0")
+        return opts
+
+    def _file(self, graph: GraphSpec) -> Path:
         path = self.dir / graph.filename
         if not path.is_file():
             raise FileNotFoundError(f"{path}: missing (export with `emo_edge.export.onnx_export.export_perception`)")
+        return path
+
+    def _proto(self, graph: GraphSpec) -> Any:
+        import onnx
+
+        path = self._file(graph)
         try:
-            sess = ort.InferenceSession(str(path), sess_options=opts, providers=providers)
+            return onnx.load(str(path))
         except Exception as e:
-            raise RuntimeError(f"onnxruntime could not load {path}: {e}") from e
-        _check_session(sess, graph, path)
-        return sess
+            raise RuntimeError(f"{path}: not a readable ONNX model: {e}") from e
+
+    def _open(self, model: str | bytes, where: Path, spin: bool) -> Any:
+        try:
+            return ort.InferenceSession(model, sess_options=self._options(spin), providers=self._requested)
+        except Exception as e:
+            raise RuntimeError(f"onnxruntime could not load {where}: {e}") from e
+
+    def _graph_session(self, name: str) -> Any:
+        """One graph's own session (opened on first use): for stage-by-stage runs and timings."""
+        if name not in self._graph_sessions:
+            graph = self.spec.graphs[name]
+            path = self._file(graph)
+            sess = self._open(str(path), path, spin=False)
+            _check_session(sess, graph, path)
+            self._graph_sessions[name] = sess
+        return self._graph_sessions[name]
 
     # per-stage (float inputs, as the graphs take them)
     def run_graph(self, name: str, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        if name not in self.sessions:
-            raise ValueError(f"unknown graph {name!r}; graphs: {list(self.sessions)}")
+        if name not in self.spec.graphs:
+            raise ValueError(f"unknown graph {name!r}; graphs: {list(self.spec.graphs)}")
         graph = self.spec.graphs[name]
         validate(graph.inputs, feeds, where=name)
-        return dict(zip(graph.output_names, self.sessions[name].run(graph.output_names, feeds), strict=True))
+        return dict(zip(graph.output_names, self._graph_session(name).run(graph.output_names, feeds), strict=True))
 
     def encode_image(self, image: np.ndarray) -> np.ndarray:  # (B, 3, S, S) -> (B, G*G, Wi)
         return self.run_graph("image_encoder", {"image": image})["image_feats"]
@@ -133,9 +179,11 @@ class OrtPerception:
         """image (B, S, S, 3) uint8, frames (B, T, s, s, 3) uint8, mel (B, n_mels, F) float, present (B, 3)
         over (image, video, audio) -> fused, logits, va, tokens, token_mask and the three *_feats."""
         x = preprocess(**self.check_inputs(image, frames, mel, present))
-        feats = {"image_feats": self.encode_image(x["image"]), "video_feats": self.encode_video(x["frames"]),
-                 "audio_feats": self.encode_audio(x["mel"])}
-        return {**self.fuse(**feats, present=x["present"]), **feats}
+        if not self.merged:
+            feats = {"image_feats": self.encode_image(x["image"]), "video_feats": self.encode_video(x["frames"]),
+                     "audio_feats": self.encode_audio(x["mel"])}
+            return {**self.fuse(**feats, present=x["present"]), **feats}
+        return dict(zip(self._outputs, self._session.run(self._outputs, x), strict=True))
 
 
 def _check_session(sess: Any, graph: GraphSpec, path: Path) -> None:

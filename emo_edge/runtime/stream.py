@@ -33,6 +33,7 @@ from emo_edge.data.features import clip_from_media
 from emo_edge.eval.metrics import parse_label
 from emo_edge.runtime.buffers import AudioRing, FrameRing, StreamInputError, fit_side, resample_frames
 from emo_edge.runtime.vad import FRAME_MS, VAD_KINDS, Utterance, UtteranceTracker, make_vad
+from emo_edge.threads import limit_numpy_blas
 
 SLOW_TRIGGERS = ("utterance", "timer", "both", "off")
 SLOW_POLICIES = ("coalesce", "drop")
@@ -65,6 +66,7 @@ class StreamConfig:
     max_reason_tokens: int = 96
     subtitle: str | None = None  # a fixed transcript for the text modality (None: no text)
     latency_window: int = 512  # updates kept for latency statistics
+    numpy_blas_threads: int | None = 1  # numpy's BLAS threads for the whole process (None: left as it is)
 
     def __post_init__(self) -> None:
         for name in ("buffer_s", "video_fps", "stale_s", "slow_period_s"):
@@ -85,6 +87,8 @@ class StreamConfig:
                 raise ValueError(f"stream.{name}={value!r}: choose one of {', '.join(options)}")
         if self.max_frames < 1 or self.max_side < 16 or self.latency_window < 1:
             raise ValueError("stream.max_frames, latency_window must be >= 1 and max_side >= 16")
+        if self.numpy_blas_threads is not None and self.numpy_blas_threads < 1:
+            raise ValueError(f"stream.numpy_blas_threads must be >= 1 or null, got {self.numpy_blas_threads}")
 
 
 @dataclass
@@ -288,6 +292,8 @@ class StreamRuntime:
                  on_state: Callable[[EmotionUpdate], None] | None = None,
                  on_reasoning: Callable[[ReasoningUpdate], None] | None = None):
         self.rt, self.fe, self.cfg = runtime, frontend_of(frontend), config or StreamConfig()
+        if self.cfg.numpy_blas_threads is not None:  # process-wide: see emo_edge/threads.py for why
+            limit_numpy_blas(self.cfg.numpy_blas_threads)
         self.clock = clock
         self.on_state, self.on_reasoning = on_state, on_reasoning
         self.labels = list(runtime.labels)
