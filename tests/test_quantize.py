@@ -113,6 +113,38 @@ def test_int8_runs_in_the_runtime_and_agrees_with_fp32(int8, fp32_dir, test_clip
     assert report["tokens_max_rel_diff"] < 0.25 and report["fused_max_rel_diff"] < 0.25, report
 
 
+def test_cpu_layout_quantizes_convs_for_onnx_runtimes_integer_kernels(fp32_dir, test_clips, tmp_path):
+    """The cpu layout: Conv only, uint8 activations, a Q/DQ pair after each Conv (so ONNX Runtime fuses
+    DQ -> Conv -> Q into QLinearConv); weight MatMuls stay float. The tensorrt layout (the `int8` fixture)
+    quantizes the weight MatMuls and puts no Q/DQ after a weighted op."""
+    encoders = ["image_encoder", "video_encoder", "audio_encoder"]
+    summary = calibrate(fp32_dir, test_clips, tmp_path, n=6, graphs=encoders,
+                        settings=QuantSettings(layout="cpu", batch_size=3), threads=1)
+    assert summary["settings"]["layout"] == "cpu" and summary["settings"]["activations"] == "uint8"
+    assert summary["settings"]["ops"] == ["Conv"] and "OpTypesToExcludeOutputQuantization" not in \
+        summary["settings"]["extra_options"]
+    for name in encoders:
+        model = onnx.load(str(tmp_path / f"{name}.onnx"))
+        producer = {o: n for n in model.graph.node for o in n.output}
+        convs = [n for n in model.graph.node if n.op_type == "Conv"]
+        assert convs, name
+        for conv in convs:  # every input of every Conv is dequantized
+            assert all(producer[i].op_type == "DequantizeLinear" for i in conv.input[:2] if i in producer), name
+        consumers = [n for n in model.graph.node if convs[0].output[0] in n.input]
+        assert any(n.op_type == "QuantizeLinear" for n in consumers), name  # output Q/DQ: fusable
+        matmul_inputs = [i for n in model.graph.node if n.op_type == "MatMul" for i in n.input]
+        assert not any(producer.get(i) is not None and producer[i].op_type == "DequantizeLinear"
+                       for i in matmul_inputs), name
+        zps = [t for t in model.graph.initializer if t.data_type == onnx.TensorProto.UINT8]
+        assert zps, name  # uint8 activation zero points
+    report = compare_int8(fp32_dir, tmp_path, test_clips, threads=1)
+    assert report["label_agreement"] >= MIN_AGREEMENT, report
+    with pytest.raises(ValueError, match="QuantSettings.layout: 'gpu' is not valid; options: tensorrt, cpu"):
+        QuantSettings(layout="gpu")
+    assert QuantSettings().activations == "int8"
+    assert QuantSettings(layout="cpu", activations="int8").activations == "int8"
+
+
 def test_graphs_left_out_are_copied_as_fp32(fp32_dir, test_clips, tmp_path):
     summary = calibrate(fp32_dir, test_clips, tmp_path, n=6, graphs=["audio_encoder"], threads=1)
     assert summary["clips"]["n"] == 6 and summary["clips"]["source"] == "FeatureSet"
@@ -166,6 +198,9 @@ def test_shipped_profiles_load_and_fit_edge_small():
     assert nano.perception.graphs_at("int8") == ["image_encoder", "video_encoder", "audio_encoder"]
     assert nano.llm.quantization == "q4_k_m" and nano.llm.n_gpu_layers == -1
     assert load_profile("cpu-x86").perception.providers == ["CPUExecutionProvider"]
+    # the int8 QDQ layout follows the runtime: TensorRT's rules on a Jetson, ONNX Runtime's CPU kernels on x86
+    assert load_profile("cpu-x86").perception.quant_layout == "cpu"
+    assert nano.perception.quant_layout == load_profile("jetson-orin-agx").perception.quant_layout == "tensorrt"
 
 
 def test_profile_by_path(tmp_path):
@@ -189,6 +224,7 @@ BASE = yaml.safe_load((Path(__file__).resolve().parents[1] / "export" / "cpu-x86
                                                                "options: fp32, fp16, int8"),
     ("perception", "precision", dict.fromkeys(GRAPHS, "fp16"), r"fp16 .* needs TensorRT"),
     ("perception", "threads", 0, r"perception.threads: must be an integer >= 1, got 0"),
+    ("perception", "int8_layout", "vnni", r"perception.int8_layout: 'vnni' is not valid; options: auto, tensorrt, cpu"),
     ("llm", "quantization", "q5_k", r"llm.quantization: 'q5_k' is not valid; options: f16, q8_0, q4_k_m"),
     ("llm", "n_gpu_layers", -2, r"llm.n_gpu_layers: must be an integer >= -1"),
     ("tensorrt", "max_batch", 0, r"tensorrt: need 1 <= min_batch <= opt_batch <= max_batch"),

@@ -98,12 +98,13 @@ def _export_perception(model: Any, profile: Any, tmp: Path, clips: Any, calibrat
                         "parity": fp32["parity"], "opset": fp32["opset"]}}
     int8_graphs = profile.perception.graphs_at("int8")
     if int8_graphs:
-        from emo_edge.export.quantize import calibrate, compare_int8
+        from emo_edge.export.quantize import QuantSettings, calibrate, compare_int8
 
         source = calibration or Path(__file__).resolve().parents[2] / "calibration" / "synthemo-val.yaml"
-        _stage(f"INT8 QDQ for {', '.join(int8_graphs)} from {source}")
+        layout = profile.perception.quant_layout
+        _stage(f"INT8 QDQ ({layout} layout) for {', '.join(int8_graphs)} from {source}")
         cal = calibrate(tmp / "perception" / "fp32", source, tmp / "perception" / "int8", frontend=model.cfg,
-                        graphs=int8_graphs, threads=threads)
+                        graphs=int8_graphs, threads=threads, settings=QuantSettings(layout=layout))
         check = compare_int8(tmp / "perception" / "fp32", tmp / "perception" / "int8", clips, threads=threads)
         precision = {g: ("int8" if g in int8_graphs else "fp32") for g in fp32["files"]}
         entries["int8"] = {"dir": "perception/int8", "graphs": graphs, "precision": precision,

@@ -3,8 +3,8 @@
 A profile lives in `export/<name>.yaml` at the repository root (`cpu-x86`, `jetson-orin-agx`,
 `jetson-orin-nano`) or at any path. It records, per target:
 
-    perception  backend (onnxruntime | tensorrt), execution providers in order, threads, and a
-                precision per graph of `io_spec.GRAPHS` (fp32 | fp16 | int8)
+    perception  backend (onnxruntime | tensorrt), execution providers in order, threads, a
+                precision per graph of `io_spec.GRAPHS` (fp32 | fp16 | int8) and the int8 QDQ layout
     tensorrt    engine build settings: workspace and the batch range of the optimisation profile
     llm         GGUF quantization (f16 | q8_0 | q4_k_m) and llama.cpp's n_ctx, n_threads, n_gpu_layers
     tokens      optional *recommended* LLM token budget; the budget is fixed by training, so a
@@ -33,6 +33,7 @@ BACKENDS: tuple[str, ...] = ("onnxruntime", "tensorrt")
 TRT_EP, CUDA_EP, CPU_EP = "TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"
 PROVIDERS: tuple[str, ...] = (TRT_EP, CUDA_EP, CPU_EP)
 LLM_QUANTS: tuple[str, ...] = ("f16", "q8_0", "q4_k_m")
+INT8_LAYOUTS: tuple[str, ...] = ("auto", "tensorrt", "cpu")
 
 
 def _one_of(where: str, value: Any, options: tuple[str, ...]) -> None:
@@ -55,9 +56,13 @@ class PerceptionProfile:
     providers: list[str] = field(default_factory=lambda: [CPU_EP])
     threads: int = 2  # intra-op threads per ONNX Runtime session
     precision: dict[str, str] = field(default_factory=lambda: dict.fromkeys(GRAPHS, "fp32"))
+    # the QDQ layout of the int8 graphs (`emo_edge.export.quantize`): tensorrt | cpu | auto (tensorrt when the
+    # profile runs TensorRT, else cpu, whose integer kernels ONNX Runtime's CPU provider fuses)
+    int8_layout: str = "auto"
 
     def __post_init__(self) -> None:
         _one_of("perception.backend", self.backend, BACKENDS)
+        _one_of("perception.int8_layout", self.int8_layout, INT8_LAYOUTS)
         _at_least("perception.threads", self.threads, 1)
         if not self.providers or len(set(self.providers)) != len(self.providers):
             raise ValueError(f"perception.providers: need a non-empty list without repeats, got {self.providers}")
@@ -76,6 +81,13 @@ class PerceptionProfile:
     @property
     def uses_tensorrt(self) -> bool:
         return self.backend == "tensorrt" or TRT_EP in self.providers
+
+    @property
+    def quant_layout(self) -> str:
+        """The int8 layout to export: int8_layout, with auto resolved."""
+        if self.int8_layout != "auto":
+            return self.int8_layout
+        return "tensorrt" if self.uses_tensorrt else "cpu"
 
     def graphs_at(self, precision: str) -> list[str]:
         """The graphs to run at `precision`, in run order."""
