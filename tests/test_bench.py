@@ -212,11 +212,19 @@ def test_bench_end_to_end(tiny_bundle, tiny_ckpt, synth_dir, tmp_path):
     assert sweep["paper-448"]["llm_waf"] is None and 0.0 <= sweep["trained"]["llm_waf"] <= 1.0
     assert all(t["met"] in (True, False, None) for t in r["targets"]) and len(r["targets"]) == 5
     assert r["stability"]["max_spread"] is not None
+    # ONNX Runtime's profiler: kernel time per (graph, op) of each CPU backend's merged session, shares summing to 1
+    for name in ("ort-cpu-fp32", "ort-cpu-int8"):
+        ops = next(b for b in r["backends"] if b["backend"] == name)["op_times"]["by_graph_op"]
+        assert abs(sum(v["share"] for v in ops.values()) - 1) < 1e-6 and {k.split(":")[0] for k in ops} <= {
+            "image_encoder", "video_encoder", "audio_encoder", "fusion", "onnxruntime-made"}, name
+    int8 = next(t for t in r["targets"] if t["target"].startswith("INT8"))
+    assert "of the fp32 kernel time, so INT8 could gain at most" in int8["detail"]
     assert "paper" in r["projection"] and "PROJECTION" in r["projection"]["note"]
     for f in ("results.md", "latency.png", "budget_sweep.png"):
         assert (tmp_path / "out" / f).stat().st_size > 0
     md = (tmp_path / "out" / "results.md").read_text()
     assert "## Targets" in md and "## Projection onto Jetson (not measured)" in md
+    assert "## Where ONNX Runtime's kernel time goes" in md and "`ort-cpu-int8`:" in md
     main([str(tmp_path / "out" / "results.json"), "--docs", str(tmp_path / "docs" / "benchmarks.md")])
     assert (tmp_path / "docs" / "benchmarks.md").read_text() == docs_markdown(saved)
 

@@ -248,6 +248,11 @@ def targets(backends: dict[str, dict], stability: dict[str, Any], evaluation: di
         h = evaluation["head_waf"]
         int8["detail"] += (f"; head WAF {h['fp32']:.3f} -> {h['int8']:.3f} ({(h['int8'] - h['fp32']) * 100:+.1f} pt, "
                            f"{evaluation['n_clips']} test clips)")
+    share = quantized_share(backends, manifest)
+    if share is not None:
+        ops, frac = share
+        int8["detail"] += (f"; the quantized ops ({ops}) are {frac * 100:.0f} % of the fp32 kernel time, so INT8 "
+                           f"could gain at most {1 / max(1 - frac, 1e-9):.2f}x even with free integer kernels")
     out.append(int8)
     tr = _stage(backends, "transformers-fp32", "decode_per_token", "tok_s")
     q4 = _stage(backends, "llama.cpp-q4_k_m", "decode_per_token", "tok_s")
@@ -265,6 +270,19 @@ def targets(backends: dict[str, dict], stability: dict[str, Any], evaluation: di
                 "met": stability.get("max_spread") is not None and stability["max_spread"] <= 0.10,
                 "detail": stability.get("summary", "one round only")})
     return out
+
+
+def quantized_share(backends: dict[str, dict], manifest: dict[str, Any]) -> tuple[str, float] | None:
+    """(which ops, their share of ort-cpu-fp32's kernel time): the ops the bundle's int8 graphs quantize, in
+    those graphs. Amdahl's bound on the INT8 speed-up is 1 / (1 - share)."""
+    fp32, entry = backends.get("ort-cpu-fp32", {}).get("op_times"), manifest["perception"].get("int8")
+    if not fp32 or not entry:
+        return None
+    graphs = [g for g, p in entry["precision"].items() if p == "int8"]
+    ops = entry.get("calibration", {}).get("settings", {}).get("ops") or ["Conv", "MatMul", "Gemm"]
+    frac = sum(v["share"] for k, v in fp32["by_graph_op"].items()
+               if k.split(":")[0] in graphs and k.split(":")[1] in ops)
+    return f"{'/'.join(ops)} in {', '.join(graphs)}", frac
 
 
 def stability(rounds: list[dict[str, dict]]) -> dict[str, Any]:

@@ -100,6 +100,20 @@ def _roofline_md(results: dict[str, Any]) -> str:
                                   "limiter", "of bound", "why far below (<10 %) or above"], rows)
 
 
+def _op_times_md(results: dict[str, Any], top: int = 8) -> str:
+    """The largest (graph, op type) kernel times of each ONNX Runtime CPU backend, from its profiler."""
+    parts = []
+    for b in results["backends"]:
+        ops = b.get("op_times")
+        if not ops:
+            continue
+        rows = [[k.split(":")[0], k.split(":")[1], _f(v["us_per_run"], 0), f"{v['share'] * 100:.1f} %"]
+                for k, v in list(ops["by_graph_op"].items())[:top]]
+        parts.append(f"`{b['backend']}`: {ops['kernel_us_per_run']:.0f} us of kernels per run ({ops['runs']} profiled "
+                     f"runs)\n\n" + table(["graph", "op", "us per run", "share"], rows))
+    return "\n\n".join(parts) or "Not measured."
+
+
 def _projection_md(results: dict[str, Any]) -> str:
     pr = results["projection"]
     parts = [f"**{pr['note']}.**"]
@@ -159,6 +173,8 @@ def results_markdown(results: dict[str, Any]) -> str:
                   + ". Budgets below the trained layout drop whole streams at inference time (their tokens are not "
                     "fed, as for a missing modality) from a checkpoint trained with all of them.", ""]
     lines += ["## Roofline (this machine)", "", _roofline_md(results), "",
+              "## Where ONNX Runtime's kernel time goes", "", "ONNX Runtime's profiler on the merged perception "
+              "(batch 1): the ops that bound what INT8 can gain.", "", _op_times_md(results), "",
               "## Projection onto Jetson (not measured)", "", _projection_md(results), "",
               "## Stability", "", results["stability"]["summary"], ""]
     return "\n".join(lines)

@@ -145,8 +145,11 @@ def time_perception(job: Job) -> dict[str, Any]:
              **{g: backend.graph_call(g, feeds[g]) for g in PERCEPTION_GRAPHS},
              "perception": lambda: backend.perceive(**arrays), "fast_path": fast_path}
     stages = {name: summarize_ms(time_call(fn, job.cfg.reps)) for name, fn in calls.items()}
+    out: dict[str, Any] = {"stages": stages}
+    if isinstance(backend, OrtBackend) and job.spec.provider == "CPUExecutionProvider":
+        out["op_times"] = backend.op_times(x)  # where the kernel time goes (the roofline's "why")
     backend.close()
-    return {"stages": stages}
+    return out
 
 
 def _open_llm(job: Job) -> tuple[Any, Any]:
