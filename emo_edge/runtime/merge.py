@@ -4,7 +4,8 @@ The bundle keeps one file per graph (TensorRT engines, INT8 calibration and the 
 are per graph). To run them, one session is faster than four: on the 2-core CPU with edge-small, four
 sessions took 5.7 ms per update and the merged model 3.9 ms. Four sessions pay four `run` calls, and
 each has its own thread pool, so their workers must not spin (a finished session's spinning workers
-starve the next one's); one session has one pool, which may spin.
+starve the next one's); one session has one pool, which may spin while it runs (and stops spinning when
+`run` returns, so it does not starve whatever runs next, llama.cpp above all).
 
 The merge renames every internal tensor, node and initializer with its graph's name (`image_encoder/...`)
 and keeps the interface names of `io_spec` (image, frames, mel, present; *_feats; fused, logits, ...), so
