@@ -74,6 +74,27 @@ class Tiny(torch.nn.Module):
         return y, torch.nn.functional.scaled_dot_product_attention(q, q, q)
 
 
+def test_rounds_pool_and_halves_compare_like_two_runs():
+    from emo_edge.bench.analysis import stability
+    from emo_edge.bench.runner import pool_rounds
+
+    def run(decode_s, rss):
+        return {"b": {"backend": "b", "stages": {}, "samples_s": {"decode_per_token": decode_s, "answer": [0.1]},
+                      "peak_rss_mb": rss, "wall_s": 1.0, "op_times": {"x": 1}}}
+
+    rounds = [run([0.001, 0.003], 100), run([0.002], 300), run([0.004], 200), run([0.002, 0.002], 50)]
+    pooled = pool_rounds(rounds)["b"]
+    assert "samples_s" not in pooled and pooled["rounds"] == 4 and pooled["op_times"] == {"x": 1}
+    assert pooled["peak_rss_mb"] == 300 and pooled["wall_s"] == 4.0
+    dec = pooled["stages"]["decode_per_token"]
+    assert dec["n"] == 6 and dec["p50_ms"] == pytest.approx(2.0) and dec["tok_s"] == pytest.approx(500.0)
+    odd, even = pool_rounds(rounds[0::2]), pool_rounds(rounds[1::2])  # [1, 3, 4] ms vs [2, 2, 2] ms
+    st = stability([odd, even], per_run=2)
+    row = next(r for r in st["rows"] if r["stage"] == "decode_per_token")
+    assert row["p50_ms_run1"] == pytest.approx(3.0) and row["p50_ms_run2"] == pytest.approx(2.0)
+    assert st["max_spread"] == pytest.approx(0.5) and st["summary"].startswith("two runs of 2 rounds each")
+
+
 def test_flop_counter_against_hand_counts():
     m = Tiny().eval()
     x, q = torch.randn(2, 3, 16, 16), torch.randn(2, 1, 4, 6)
@@ -211,7 +232,8 @@ def test_bench_end_to_end(tiny_bundle, tiny_ckpt, synth_dir, tmp_path):
     sweep = {x["budget"]: x for x in r["budget_sweep"]}
     assert sweep["paper-448"]["llm_waf"] is None and 0.0 <= sweep["trained"]["llm_waf"] <= 1.0
     assert all(t["met"] in (True, False, None) for t in r["targets"]) and len(r["targets"]) == 5
-    assert r["stability"]["max_spread"] is not None
+    assert r["stability"]["max_spread"] is not None and r["stability"]["per_run"] == 1
+    assert all("samples_s" not in b and b["rounds"] == 2 for b in saved["backends"])
     # ONNX Runtime's profiler: kernel time per (graph, op) of each CPU backend's merged session, shares summing to 1
     for name in ("ort-cpu-fp32", "ort-cpu-int8"):
         ops = next(b for b in r["backends"] if b["backend"] == name)["op_times"]["by_graph_op"]

@@ -285,10 +285,10 @@ def quantized_share(backends: dict[str, dict], manifest: dict[str, Any]) -> tupl
     return f"{'/'.join(ops)} in {', '.join(graphs)}", frac
 
 
-def stability(rounds: list[dict[str, dict]]) -> dict[str, Any]:
-    """Spread |a - b| / min(a, b) of every stage's p50 between the first two rounds."""
+def stability(rounds: list[dict[str, dict]], per_run: int = 1) -> dict[str, Any]:
+    """Spread |a - b| / min(a, b) of every stage's p50 between the first two runs (`per_run` rounds each)."""
     if len(rounds) < 2:
-        return {"max_spread": None, "summary": "one round only: run with --rounds 2"}
+        return {"max_spread": None, "summary": "one round only: run with --rounds 2 or more"}
     rows = []
     for name, b in rounds[0].items():
         other = rounds[1].get(name)
@@ -299,6 +299,8 @@ def stability(rounds: list[dict[str, dict]]) -> dict[str, Any]:
                              "spread": spread(s["p50_ms"], other["stages"][stage]["p50_ms"])})
     worst = max(rows, key=lambda r: r["spread"])
     spreads = [r["spread"] for r in rows]
+    how = "two runs" if per_run <= 1 else f"two runs of {per_run} rounds each (odd vs even rounds, samples pooled)"
     return {"max_spread": worst["spread"], "median_spread": float(np.median(spreads)), "rows": rows,
-            "summary": f"max spread {worst['spread'] * 100:.1f} % ({worst['backend']} {worst['stage']}), median "
-                       f"{np.median(spreads) * 100:.1f} % over {len(rows)} stage medians"}
+            "per_run": per_run,
+            "summary": f"{how}: max spread {worst['spread'] * 100:.1f} % ({worst['backend']} {worst['stage']}), "
+                       f"median {np.median(spreads) * 100:.1f} % over {len(rows)} stage medians"}

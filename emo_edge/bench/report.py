@@ -149,7 +149,8 @@ def results_markdown(results: dict[str, Any]) -> str:
               f"{m.get('load_after', {}).get('load_1min', float('nan')):.2f}. Threads per backend: {c['threads']} "
               f"(numpy's BLAS: 1; ONNX Runtime: the four graphs merged into one session). "
               f"Repetitions: warm-up {c['reps']['warmup']}, at least {c['reps']['min_reps']} and "
-              f"{c['reps']['min_seconds']} s per stage, {c['rounds']} rounds; batch 1; "
+              f"{c['reps']['min_seconds']} s per stage, {c['rounds']} rounds (a fresh process "
+              f"per backend each; every figure pools all rounds' samples); batch 1; "
               f"{len(results['windows'])} input windows of {results['windows'][0]['frames']} frames "
               f"({results['windows'][0]['fps']:.0f} fps) rotated.", "",
               "Versions: " + ", ".join(f"{k} {v}" for k, v in results["versions"].items() if v), "",

@@ -3,8 +3,9 @@ under this machine's roofline, and write results.json, results.md and plots.
 
 Each backend is timed in a fresh process (spawned), so its peak RSS is its own and no thread pool of
 another framework runs beside it; with `isolate=False` everything runs in this process (tests) and the
-RSS is the whole process's. Every backend is timed `rounds` times (round-robin), and the medians of the
-first two rounds give the stability spread.
+RSS is the whole process's. Every backend is timed `rounds` times (round-robin, a fresh process each time);
+every figure pools the samples of all rounds, and the stability spread compares the odd rounds' pool with
+the even rounds' pool: two independent runs of `rounds / 2` processes each, as two invocations would be.
 """
 
 from __future__ import annotations
@@ -59,7 +60,7 @@ class BenchConfig:
     checkpoint: str | None = None
     threads: int = 2  # every backend: torch intra-op, ONNX Runtime intra-op, llama.cpp
     reps: Reps = field(default_factory=Reps)
-    rounds: int = 2
+    rounds: int = 4  # fresh processes per backend; figures pool them, stability compares odd vs even rounds
     clips: int = 4  # windows the timings rotate over
     eval_clips: int = 120  # test clips for the WAF of each budget and precision (0 skips the evaluation)
     fps: float = 30.0  # camera rate of the input windows
@@ -144,8 +145,8 @@ def time_perception(job: Job) -> dict[str, Any]:
     calls = {"preprocess": lambda: runtime_arrays(next_window(), fe),
              **{g: backend.graph_call(g, feeds[g]) for g in PERCEPTION_GRAPHS},
              "perception": lambda: backend.perceive(**arrays), "fast_path": fast_path}
-    stages = {name: summarize_ms(time_call(fn, job.cfg.reps)) for name, fn in calls.items()}
-    out: dict[str, Any] = {"stages": stages}
+    samples = {name: time_call(fn, job.cfg.reps) for name, fn in calls.items()}
+    out: dict[str, Any] = {"stages": {k: summarize_ms(v) for k, v in samples.items()}, "samples_s": samples}
     if isinstance(backend, OrtBackend) and job.spec.provider == "CPUExecutionProvider":
         out["op_times"] = backend.op_times(x)  # where the kernel time goes (the roofline's "why")
     backend.close()
@@ -198,18 +199,41 @@ def time_llm(job: Job) -> dict[str, Any]:
     def ttft() -> str:
         return lm.piece(int(np.argmax(lm.prefill(mm, mask, emotion))))
 
-    stages = {"prefill": summarize_ms(time_call(lambda: lm.prefill(mm, mask, emotion), reps)),
-              "ttft": summarize_ms(time_call(ttft, reps)),
-              "decode_per_token": summarize_ms(_decode_samples(lm, mm, mask, emotion, cfg.decode_tokens, reps))}
-    stages["answer"] = summarize_ms(time_call(answer, _long(reps)))
-    stages["slow_path"] = summarize_ms(time_call(slow_path, _long(reps)))
-    stages["decode_per_token"]["tok_s"] = 1e3 / stages["decode_per_token"]["p50_ms"]
+    samples = {"prefill": time_call(lambda: lm.prefill(mm, mask, emotion), reps), "ttft": time_call(ttft, reps),
+               "decode_per_token": _decode_samples(lm, mm, mask, emotion, cfg.decode_tokens, reps)}
+    samples["answer"] = time_call(answer, _long(reps))
+    samples["slow_path"] = time_call(slow_path, _long(reps))
+    stages = _with_rate({k: summarize_ms(v) for k, v in samples.items()})
     sweep = {name: summarize_ms(time_call(lambda n=n: lm.prefill(_tile(mm, n), np.ones(n, np.float32), emotion),
                                           reps)) for name, n in job.budgets.items()}
     lm.close()
-    return {"stages": stages, "budget_prefill": sweep, "answer_tokens_mean": float(np.mean(lengths)) if lengths else 0,
+    return {"stages": stages, "samples_s": samples, "budget_prefill": sweep,
+            "answer_tokens_mean": float(np.mean(lengths)) if lengths else 0,
             "slow_path_perception": "torch-eager-fp32" if job.spec.engine == "transformers" else
             f"ort-cpu-{job.manifest['target'].get('perception_precision', 'fp32')}"}
+
+
+def _with_rate(stages: dict[str, dict[str, float]]) -> dict[str, dict[str, float]]:
+    if "decode_per_token" in stages:
+        stages["decode_per_token"]["tok_s"] = 1e3 / stages["decode_per_token"]["p50_ms"]
+    return stages
+
+
+def pool_rounds(rounds: list[dict[str, dict[str, Any]]]) -> dict[str, dict[str, Any]]:
+    """Per backend, its runs in several rounds (fresh processes) as one result: every stage's statistics over
+    all the rounds' samples pooled, the peak RSS the largest, the wall time summed; the rest from the first
+    round. The raw samples are dropped."""
+    out: dict[str, dict[str, Any]] = {}
+    for name, first in rounds[0].items():
+        runs = [rd[name] for rd in rounds if name in rd]
+        pooled = {k: v for k, v in first.items() if k != "samples_s"}
+        if all("samples_s" in r for r in runs):
+            pooled["stages"] = _with_rate({stage: summarize_ms([x for r in runs for x in r["samples_s"][stage]])
+                                           for stage in first["samples_s"]})
+        pooled.update(peak_rss_mb=max(r["peak_rss_mb"] for r in runs), wall_s=sum(r["wall_s"] for r in runs),
+                      rounds=len(runs))
+        out[name] = pooled
+    return out
 
 
 def _tile(mm: np.ndarray, n: int) -> np.ndarray:
@@ -352,10 +376,13 @@ def run_bench(cfg: BenchConfig, windows: list[Window] | None = None, command: st
         for r in range(cfg.rounds):
             bar.update(task, description=f"bench: round {r + 1}/{cfg.rounds}")
             rounds.append({b["backend"]: b for b in _execute(jobs, cfg, lambda n, r=r: step(f"round {r + 1}: {n}"))})
-        results["backends"] = list(rounds[0].values())
+        pooled = pool_rounds(rounds)
+        results["backends"] = list(pooled.values())
         results["rounds"] = [{n: {s: v["p50_ms"] for s, v in b["stages"].items()} for n, b in rd.items()}
                              for rd in rounds]
-        results["stability"] = analysis.stability(rounds)
+        # two runs as a user would make them: the odd and the even rounds, each pooled like the figures
+        halves = [pool_rounds(rounds[0::2]), pool_rounds(rounds[1::2])] if len(rounds) > 1 else [pooled]
+        results["stability"] = analysis.stability(halves, per_run=len(rounds) // 2)
         evaluation = None
         if cfg.eval_clips > 0:
             bar.update(task, description=f"bench: WAF on {cfg.eval_clips} test clips per budget and precision")
@@ -370,7 +397,7 @@ def run_bench(cfg: BenchConfig, windows: list[Window] | None = None, command: st
         results["projection"] = {"note": "PROJECTION from published peak compute and bandwidth (roofline lower "
                                          "bound, fp16 tensor cores); not a measurement", **analysis.projection()}
         step("projection")
-    results["targets"] = analysis.targets(rounds[0], results["stability"], evaluation, m)
+    results["targets"] = analysis.targets(pooled, results["stability"], evaluation, m)
     results["machine"]["load_after"] = _load()
     bundle.close()
     write_outputs(results, Path(cfg.out))
