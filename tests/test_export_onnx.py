@@ -224,7 +224,7 @@ def test_merge_rejects_a_graph_that_is_not_the_specs(exported, tmp_path):
 
 def test_numpy_blas_is_held_to_one_thread_in_a_fresh_process():
     code = ("import numpy as np; from threadpoolctl import threadpool_info; "
-            "from emo_edge.threads import limit_numpy_blas; "
+            "from emo_edge.process import limit_numpy_blas; "
             "info = limit_numpy_blas(1); print(len(info), min(i['num_threads'] for i in threadpool_info() "
             "if i['user_api'] == 'blas'))")
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
@@ -232,6 +232,17 @@ def test_numpy_blas_is_held_to_one_thread_in_a_fresh_process():
     n_libs, threads = map(int, proc.stdout.split())
     assert n_libs >= 1 and threads == 1
     with pytest.raises(ValueError, match="threads must be >= 1"):
-        from emo_edge.threads import limit_numpy_blas
+        from emo_edge.process import limit_numpy_blas
 
         limit_numpy_blas(0)
+
+
+def test_tune_process_sets_glibc_malloc_and_blas_in_a_fresh_process():
+    code = ("import json; from emo_edge.process import tune_process; print(json.dumps(tune_process()))")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    import json
+
+    got = json.loads(proc.stdout)
+    assert got["glibc_malloc_tuned"] is True  # Debian's glibc accepts the three mallopt settings
+    assert got["numpy_blas"] and all(b["num_threads"] == 1 for b in got["numpy_blas"])

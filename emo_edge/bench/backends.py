@@ -137,8 +137,10 @@ class TorchPerception:
         t = self.torch
         with t.inference_mode():
             p = t.from_numpy(np.asarray(present, np.float32))
-            img = t.from_numpy(image).permute(0, 3, 1, 2).float() / 255.0 * p[:, 0, None, None, None]
-            frm = t.from_numpy(frames).permute(0, 1, 4, 2, 3).float() / 255.0 * p[:, 1, None, None, None, None]
+            # NHWC uint8 -> contiguous NCHW float, as the runtime's `preprocess`
+            img = t.from_numpy(image).permute(0, 3, 1, 2).contiguous().float() / 255.0
+            frm = t.from_numpy(frames).permute(0, 1, 4, 2, 3).contiguous().float() / 255.0
+            img, frm = img * p[:, 0, None, None, None], frm * p[:, 1, None, None, None, None]
             out = self.p(img, frm, t.from_numpy(np.asarray(mel, np.float32)) * p[:, 2, None, None], p)
             return {k: out[k].numpy() for k in ("tokens", "token_mask", "logits")}
 

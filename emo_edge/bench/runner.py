@@ -260,13 +260,14 @@ def _decode_samples(lm: Any, mm: np.ndarray, mask: np.ndarray, text: str, per_pr
 
 
 def run_job(job: Job) -> dict[str, Any]:
-    """One backend, timed: its stages, peak RSS and wall time. numpy's BLAS runs one thread, as in the live
-    runtime (`StreamConfig.numpy_blas_threads`): its spinning threads would otherwise slow the next stage."""
-    from emo_edge.threads import limit_numpy_blas
+    """One backend, timed: its stages, peak RSS and wall time. The process is set up as the live runtime sets
+    its own (`emo_edge.process.tune_process`: numpy's BLAS on one thread, large blocks on glibc's heap)."""
+    from emo_edge.process import tune_process
 
-    limit_numpy_blas(1)
+    settings = tune_process()
     t0 = time.perf_counter()
     out = time_perception(job) if job.spec.kind == "perception" else time_llm(job)
+    out.update(process=settings)
     out.update(backend=job.spec.name, kind=job.spec.kind, engine=job.spec.engine, precision=job.spec.precision,
                provider=job.spec.provider, graph_precision=job.spec.graph_precision,
                peak_rss_mb=peak_rss_mb(), wall_s=time.perf_counter() - t0)

@@ -31,9 +31,9 @@ import numpy as np
 from emo_edge.config import FrontendConfig
 from emo_edge.data.features import clip_from_media
 from emo_edge.eval.metrics import parse_label
+from emo_edge.process import tune_process
 from emo_edge.runtime.buffers import AudioRing, FrameRing, StreamInputError, fit_side, resample_frames
 from emo_edge.runtime.vad import FRAME_MS, VAD_KINDS, Utterance, UtteranceTracker, make_vad
-from emo_edge.threads import limit_numpy_blas
 
 SLOW_TRIGGERS = ("utterance", "timer", "both", "off")
 SLOW_POLICIES = ("coalesce", "drop")
@@ -67,6 +67,7 @@ class StreamConfig:
     subtitle: str | None = None  # a fixed transcript for the text modality (None: no text)
     latency_window: int = 512  # updates kept for latency statistics
     numpy_blas_threads: int | None = 1  # numpy's BLAS threads for the whole process (None: left as it is)
+    tune_malloc: bool = True  # keep large blocks on glibc's heap (emo_edge/process.py), for the whole process
 
     def __post_init__(self) -> None:
         for name in ("buffer_s", "video_fps", "stale_s", "slow_period_s"):
@@ -292,8 +293,8 @@ class StreamRuntime:
                  on_state: Callable[[EmotionUpdate], None] | None = None,
                  on_reasoning: Callable[[ReasoningUpdate], None] | None = None):
         self.rt, self.fe, self.cfg = runtime, frontend_of(frontend), config or StreamConfig()
-        if self.cfg.numpy_blas_threads is not None:  # process-wide: see emo_edge/threads.py for why
-            limit_numpy_blas(self.cfg.numpy_blas_threads)
+        # process-wide (see emo_edge/process.py for why): numpy's BLAS threads, glibc's large-block policy
+        self.process_settings = tune_process(self.cfg.numpy_blas_threads, self.cfg.tune_malloc)
         self.clock = clock
         self.on_state, self.on_reasoning = on_state, on_reasoning
         self.labels = list(runtime.labels)
