@@ -310,7 +310,7 @@ def bench(
     min_seconds: Annotated[float, typer.Option(help="and at least this many seconds of them")] = 2.0,
     warmup: Annotated[int, typer.Option(help="untimed calls before timing")] = 3,
     rounds: Annotated[int, typer.Option(help="timing rounds, a fresh process per backend each; figures pool them, "
-                                              "the stability spread compares odd vs even rounds")] = 4,
+                                              "the stability spread compares odd vs even rounds")] = 6,
     clips: Annotated[int, typer.Option(help="input windows the timings rotate over")] = 4,
     eval_clips: Annotated[int, typer.Option(help="test clips for the WAF per budget/precision (0: skip)")] = 120,
     isolate: Annotated[bool, typer.Option(help="time each backend in its own process (own peak RSS)")] = True,

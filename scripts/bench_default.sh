@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Final benchmark numbers for the shipped default on this machine (run it on a quiet machine: nothing else
 # running). Exports the cpu-x86 bundle with all three GGUF quantisations, runs `emo-edge bench` (every
-# backend in its own process, two rounds), and regenerates docs/benchmarks.md from the results.
+# backend in a fresh process per round, six rounds, ~12 min on 2 cores), and regenerates docs/benchmarks.md from the results.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 OUT=${OUT:-runs/bench/default-cpu-x86}

@@ -60,7 +60,7 @@ class BenchConfig:
     checkpoint: str | None = None
     threads: int = 2  # every backend: torch intra-op, ONNX Runtime intra-op, llama.cpp
     reps: Reps = field(default_factory=Reps)
-    rounds: int = 4  # fresh processes per backend; figures pool them, stability compares odd vs even rounds
+    rounds: int = 6  # fresh processes per backend; figures pool them, stability compares odd vs even rounds
     clips: int = 4  # windows the timings rotate over
     eval_clips: int = 120  # test clips for the WAF of each budget and precision (0 skips the evaluation)
     fps: float = 30.0  # camera rate of the input windows
