@@ -263,3 +263,23 @@ def test_bench_cli_help_and_bag_seam(tmp_path):
     assert res.exit_code == 2 and "no such bag" in " ".join(res.output.split())  # the replay: test_bench_replay.py
     res = CliRunner().invoke(app, ["bench", "--bundle", str(tmp_path), "--out", str(tmp_path / "o")])
     assert res.exit_code == 2 and "exactly one of --data" in " ".join(res.output.split())
+
+
+def _child_peak() -> float:
+    from emo_edge.bench.stats import peak_rss_mb
+
+    return peak_rss_mb()
+
+
+def test_peak_rss_is_the_spawned_workers_own_not_its_parents():
+    """ru_maxrss survives fork + exec, so a spawned bench worker would report its parent's size."""
+    import multiprocessing as mp
+
+    from emo_edge.bench.stats import peak_rss_mb
+
+    ballast = np.ones(400 * 2**20 // 8)  # 400 MiB, touched
+    parent = peak_rss_mb()
+    with mp.get_context("spawn").Pool(1) as pool:
+        child = pool.apply(_child_peak)
+    assert ballast.sum() > 0 and parent > 400
+    assert 0 < child < parent - 300, (child, parent)

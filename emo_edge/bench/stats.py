@@ -12,6 +12,7 @@ import sys
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 PERCENTILES: tuple[int, ...] = (50, 95, 99)
@@ -52,7 +53,18 @@ def speedup(baseline_ms: float, candidate_ms: float) -> float:
 
 
 def peak_rss_mb() -> float:
-    """Peak resident set size of this process so far, MiB (ru_maxrss is KiB on Linux, bytes on macOS)."""
+    """Peak resident set size of this process so far, MiB.
+
+    Linux: VmHWM from /proc/self/status, the high-water mark of this process image. Not ru_maxrss: the
+    kernel carries it across fork and exec, so a spawned worker would report at least its parent's RSS
+    at the time it was started (every bench backend read 917 MiB, the parent's size). Elsewhere
+    ru_maxrss (KiB on Linux, bytes on macOS)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 2**10  # kB
+    except (OSError, ValueError, IndexError):
+        pass
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return rss / 2**20 if sys.platform == "darwin" else rss / 2**10
 
