@@ -174,22 +174,15 @@ class OrtBackend:
 
 def ort_op_times(rt: Any, feeds: dict[str, np.ndarray], runs: int = 50) -> dict[str, Any]:
     """Kernel microseconds per run by graph and op type, from ONNX Runtime's profiler on a second session of
-    `rt`'s merged model (profiling slows a session, so the timed one is left alone). `feeds`: the merged
+    `rt`'s merged model (`OrtPerception.profiled_session`). `feeds`: the merged
     model's inputs (`preprocess` output). Shares are of the summed kernel time. Keys are `graph:op`, with graph
     ORT_MADE for nodes ONNX Runtime's optimiser created (their source graph is not recorded)."""
     import json
     import tempfile
     from collections import Counter
 
-    import onnxruntime as ort
-
-    from emo_edge.runtime.merge import merge_perception
-
-    model = merge_perception({g: rt._proto(spec) for g, spec in rt.spec.graphs.items()}, rt.spec)
     with tempfile.TemporaryDirectory(prefix="emo-ort-prof-") as tmp:
-        opts = rt._options(spin=True)
-        opts.enable_profiling, opts.profile_file_prefix = True, str(Path(tmp) / "prof")
-        sess = ort.InferenceSession(model.SerializeToString(), opts, providers=rt._requested)
+        sess = rt.profiled_session(str(Path(tmp) / "prof"))
         for _ in range(runs):
             sess.run(None, feeds)
         events = json.loads(Path(sess.end_profiling()).read_text())

@@ -88,15 +88,7 @@ class OrtPerception:
         # workers starve the next one's (run() took 18.9 ms against 4.1 ms for its graphs one by one).
         self.merged = merged
         if merged:
-            from emo_edge.runtime.merge import merge_perception
-
-            models = {name: self._proto(graph) for name, graph in self.spec.graphs.items()}
-            try:
-                model = merge_perception(models, self.spec)
-            except ValueError as e:
-                raise ValueError(f"{self.dir}: {e} (exported with another model config?)") from e
-            self._session = self._open(model.SerializeToString(), self.dir / "<merged>", spin=True)
-            del models, model
+            self._session = self._open(self.merged_model().SerializeToString(), self.dir / "<merged>", spin=True)
             inputs = tuple(t for g in self.spec.graphs.values() for t in g.inputs if t.name in self._feed_names)
             outputs = tuple(t for g in self.spec.graphs.values() for t in g.outputs)
             _check_session(self._session, GraphSpec("perception", inputs, outputs), self.dir)
@@ -106,6 +98,24 @@ class OrtPerception:
             for name in self.spec.graphs:
                 self._graph_session(name)
             self.providers = self._graph_session("fusion").get_providers()
+
+    def merged_model(self) -> Any:
+        """The four graphs of `onnx_dir` as one onnx.ModelProto (`emo_edge.runtime.merge`)."""
+        from emo_edge.runtime.merge import merge_perception
+
+        models = {name: self._proto(graph) for name, graph in self.spec.graphs.items()}
+        try:
+            return merge_perception(models, self.spec)
+        except ValueError as e:
+            raise ValueError(f"{self.dir}: {e} (exported with another model config?)") from e
+
+    def profiled_session(self, profile_prefix: str) -> Any:
+        """A second session of the merged model, as `run`'s, with ONNX Runtime's profiler writing to
+        `profile_prefix`*.json (profiling slows a session, so `run`'s own is left alone)."""
+        opts = self._options(spin=True)
+        opts.enable_profiling, opts.profile_file_prefix = True, profile_prefix
+        return ort.InferenceSession(self.merged_model().SerializeToString(), sess_options=opts,
+                                    providers=self._requested)
 
     def _options(self, spin: bool) -> Any:
         opts = _require_ort().SessionOptions()
