@@ -353,10 +353,11 @@ def _bench_bag(bag: Path, bundle: Path, out: Path, threads: int, fast_hz: float,
         r = run_replay(cfg, command=command)["ros2_replay"]
     except (FileNotFoundError, ValueError, RuntimeError) as e:
         _fail(str(e))
-    for source in ("head", "llm"):
-        s = r[f"{source}_states"]
+    shown = {"head (sliding window)": r["head_states_split"]["head"],
+             "head (utterance end)": r["head_states_split"]["head_utterance"], "llm": r["llm_states"]}
+    for what, s in shown.items():
         if s["state_e2e_ms"]:
-            console.print(f"{source} states: {s['n']}, window end -> received p50 {s['state_e2e_ms']['p50_ms']:.0f} ms,"
+            console.print(f"{what} states: {s['n']}, window end -> received p50 {s['state_e2e_ms']['p50_ms']:.0f} ms,"
                           f" p95 {s['state_e2e_ms']['p95_ms']:.0f} ms")
     console.print(f"wrote {out / 'results.json'} and {out / 'results.md'} (replay logs under {out / 'replay'})")
 

@@ -40,6 +40,9 @@ def test_replay_summary_by_hand():
     assert head["state_e2e_ms"]["p50_ms"] == pytest.approx(100.0)  # e2e 100, 100, 200 ms
     assert head["state_e2e_ms"]["p99_ms"] == pytest.approx(198.0)  # 100 + 0.98 * (200 - 100)
     assert head["state_node_ms"]["p50_ms"] == pytest.approx(90.0)
+    split = r["head_states_split"]  # sliding-window (100, 100 ms) and utterance-end (200 ms) apart
+    assert split["head"]["n"] == 2 and split["head"]["state_e2e_ms"]["p95_ms"] == pytest.approx(100.0)
+    assert split["head_utterance"]["n"] == 1 and split["head_utterance"]["state_e2e_ms"]["p50_ms"] == pytest.approx(200)
     assert r["llm_states"]["state_e2e_ms"]["p50_ms"] == pytest.approx(1000.0)
     assert r["reasoning"]["utterances"] == r["reasoning"]["finished"] == 1
     assert r["reasoning"]["reasoning_first_ms"]["p50_ms"] == pytest.approx(1200.0)
@@ -50,6 +53,7 @@ def test_replay_summary_by_hand():
     assert rates["input_frames"] == pytest.approx(29.5) and rates["input_audio_chunks"] == pytest.approx(49.0)
     md = replay_markdown(r)
     assert "| head state: window end -> received (`state_e2e_ms`) | 3 | 100.00 / 190.00 / 198.00 |" in md, md
+    assert "| head state (sliding-window): window end -> received | 2 | 100.00 / 100.00 / 100.00 |" in md, md
     with pytest.raises(ValueError, match="no emotion state"):
         replay_summary({"states": []}, 1.0)
 

@@ -138,6 +138,12 @@ def test_diagnostics_report_rates_and_latency(played):
     head_p95 = float(last["latency_ms.head.p95_ms"])
     print(f"fast path latency (window end -> state): median {head_median:.0f} ms, p95 {head_p95:.0f} ms")
     assert 0 < head_median <= head_p95
+    # utterance-end head states are reported apart: their window ends where the speech ends, and the VAD
+    # needs its hangover of silence to know that, so they wait at least hangover - tail (0.4 s by default)
+    utt_median = float(last["latency_ms.head_utterance.median_ms"])
+    print(f"utterance-end head latency: median {utt_median:.0f} ms, p95 "
+          f"{float(last['latency_ms.head_utterance.p95_ms']):.0f} ms")
+    assert int(last["latency_ms.head_utterance.n"]) >= N_CLIPS - 1 and utt_median >= 380
     assert "slow.submitted" in last and int(last["counts.utterances"]) >= N_CLIPS - 1
 
 

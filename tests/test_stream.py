@@ -192,6 +192,9 @@ def test_utterance_end_gives_head_state_then_llm_label_and_streamed_reasoning():
     assert head[0].window_start == pytest.approx(1.0, abs=0.04) and head[0].window_end == pytest.approx(2.6, abs=0.04)
     # the state comes once the tail has arrived, then waits for the next step: latency >= 0 and < hangover + tick
     assert 0 <= head[0].latency_ms <= 600
+    # kept apart from sliding-window latencies (fast_hz 0: there are none), as the node reports them
+    lat = sim.rt.stats()["latency_ms"]
+    assert lat["head_utterance"]["n"] == 1 and lat["head"]["n"] == 0, lat
     llm = [s for s in sim.states if s.source == "llm"]
     assert len(llm) == 1 and llm[0].label == "happy" and llm[0].utterance_id == 1 and llm[0].scores == []
     texts = [r.text for r in sim.reasoning]

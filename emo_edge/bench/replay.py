@@ -36,6 +36,7 @@ from pathlib import Path
 from typing import Any
 
 from emo_edge.bench.stats import summarize_ms
+from emo_edge.runtime.stream import latency_kind
 
 SCHEMA_VERSION = 1
 REPO_SETUP = Path(__file__).resolve().parents[2] / "ros2_ws" / "install" / "setup.bash"
@@ -99,6 +100,11 @@ def replay_summary(timings: dict[str, list[dict[str, Any]]], warmup_s: float) ->
         out[f"{source}_states"] = {"n": len(ss), "utterance_answers": sum(s["utterance_id"] > 0 for s in ss),
                                    "state_e2e_ms": _ms([(s["received"] - s["stamp"]) * 1e3 for s in ss]),
                                    "state_node_ms": _ms([s["latency_ms"] for s in ss])}
+    # the head's sliding-window and utterance-end states apart, as the node's own statistics keep them
+    out["head_states_split"] = {kind: {"n": len(ss), "state_e2e_ms": _ms([(s["received"] - s["stamp"]) * 1e3
+                                                                          for s in ss])}
+                                for kind in ("head", "head_utterance")
+                                for ss in [[s for s in kept if latency_kind(s["source"], s["utterance_id"]) == kind]]}
     first: dict[int, float] = {}
     done: dict[int, float] = {}
     for r in timings.get("reasoning", []):

@@ -262,6 +262,10 @@ def replay_markdown(replay: dict[str, Any]) -> str:
         rows += [[f"{source} state: window end -> received (`state_e2e_ms`)", str(s["n"]), _ms3(s["state_e2e_ms"])],
                  [f"{source} state: window end -> published, node's `latency_ms` (`state_node_ms`)", str(s["n"]),
                   _ms3(s["state_node_ms"])]]
+    for kind, what in (("head", "sliding-window"), ("head_utterance", "utterance-end, includes the VAD's hangover")):
+        s = replay.get("head_states_split", {}).get(kind)
+        if s is not None:
+            rows.append([f"head state ({what}): window end -> received", str(s["n"]), _ms3(s["state_e2e_ms"])])
     r = replay["reasoning"]
     rows += [["reasoning: window end -> first message (`reasoning_first_ms`)", str(r["utterances"]),
               _ms3(r["reasoning_first_ms"])],

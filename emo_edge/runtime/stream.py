@@ -36,6 +36,15 @@ from emo_edge.runtime.buffers import AudioRing, FrameRing, StreamInputError, fit
 from emo_edge.runtime.vad import FRAME_MS, VAD_KINDS, Utterance, UtteranceTracker, make_vad
 
 SLOW_TRIGGERS = ("utterance", "timer", "both", "off")
+LATENCY_KINDS = ("head", "head_utterance", "llm")
+
+
+def latency_kind(source: str, utterance_id: int) -> str:
+    """Which latency statistic an update counts in: head (sliding-window updates), head_utterance (the head's
+    update at an utterance's end) or llm. Kept apart because an utterance's window ends where the speech
+    ends, and the VAD knows it has ended only after `utterance_hangover_s` of silence: those updates carry
+    that wait (about 0.4 s with the defaults), sliding-window ones do not."""
+    return "head_utterance" if source == "head" and utterance_id else source
 SLOW_POLICIES = ("coalesce", "drop")
 LABEL_TOKENS = 8  # LLM tokens allowed for the one-word label answer
 
@@ -314,7 +323,7 @@ class StreamRuntime:
         self._last_slow = clock()
         self._last_head: EmotionUpdate | None = None
         self._last_tokens: tuple[np.ndarray, np.ndarray] | None = None
-        self.latency = {"head": LatencyStats(self.cfg.latency_window), "llm": LatencyStats(self.cfg.latency_window)}
+        self.latency = {k: LatencyStats(self.cfg.latency_window) for k in LATENCY_KINDS}
         self.rates = {k: RateMeter() for k in ("frames", "audio", "head", "llm")}
         self.faults: Counter[str] = Counter()
         self.counts: Counter[str] = Counter()
@@ -462,7 +471,7 @@ class StreamRuntime:
         return update
 
     def _emit_state(self, update: EmotionUpdate, t: float) -> None:
-        self.latency[update.source].add(update.latency_ms)
+        self.latency[latency_kind(update.source, update.utterance_id)].add(update.latency_ms)
         self.rates[update.source].tick(t)
         self.counts[f"{update.source}_updates"] += 1
         if self.on_state is not None:
