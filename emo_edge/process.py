@@ -10,7 +10,7 @@ Both are measured on the 2-core CPU with edge-small, and both are the process's,
 * glibc serves large blocks (the frontend's arrays, activations) with mmap and gives them back on
   free, so every update page-faults its buffers in again, and where they land differs from process
   to process. Keeping large blocks on the heap (`tune_malloc`): frontend 6.9 -> 5.6 ms, and eager
-  PyTorch's video encoder 2.2-3.2 ms (depending on the process) -> 2.0-2.1 ms.
+  PyTorch's video encoder 2.2-3.2 ms (depending on the process) -> 2.0-2.2 ms.
 """
 
 from __future__ import annotations

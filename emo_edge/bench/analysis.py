@@ -276,10 +276,10 @@ def quantized_share(backends: dict[str, dict], manifest: dict[str, Any]) -> tupl
     """(which ops, their share of ort-cpu-fp32's kernel time): the ops the bundle's int8 graphs quantize, in
     those graphs. Amdahl's bound on the INT8 speed-up is 1 / (1 - share)."""
     fp32, entry = backends.get("ort-cpu-fp32", {}).get("op_times"), manifest["perception"].get("int8")
-    if not fp32 or not entry:
+    ops = (entry or {}).get("calibration", {}).get("settings", {}).get("ops")
+    if not fp32 or not ops:  # no profile, no int8 graphs, or a bundle that does not record its quantized ops
         return None
     graphs = [g for g, p in entry["precision"].items() if p == "int8"]
-    ops = entry.get("calibration", {}).get("settings", {}).get("ops") or ["Conv", "MatMul", "Gemm"]
     frac = sum(v["share"] for k, v in fp32["by_graph_op"].items()
                if k.split(":")[0] in graphs and k.split(":")[1] in ops)
     return f"{'/'.join(ops)} in {', '.join(graphs)}", frac

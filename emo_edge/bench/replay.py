@@ -101,10 +101,10 @@ def replay_summary(timings: dict[str, list[dict[str, Any]]], warmup_s: float) ->
                                    "state_e2e_ms": _ms([(s["received"] - s["stamp"]) * 1e3 for s in ss]),
                                    "state_node_ms": _ms([s["latency_ms"] for s in ss])}
     # the head's sliding-window and utterance-end states apart, as the node's own statistics keep them
-    out["head_states_split"] = {kind: {"n": len(ss), "state_e2e_ms": _ms([(s["received"] - s["stamp"]) * 1e3
-                                                                          for s in ss])}
-                                for kind in ("head", "head_utterance")
-                                for ss in [[s for s in kept if latency_kind(s["source"], s["utterance_id"]) == kind]]}
+    out["head_states_split"] = {}
+    for kind in ("head", "head_utterance"):
+        e2e = [(s["received"] - s["stamp"]) * 1e3 for s in kept if latency_kind(s["source"], s["utterance_id"]) == kind]
+        out["head_states_split"][kind] = {"n": len(e2e), "state_e2e_ms": _ms(e2e)}
     first: dict[int, float] = {}
     done: dict[int, float] = {}
     for r in timings.get("reasoning", []):

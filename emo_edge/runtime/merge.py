@@ -28,11 +28,11 @@ def _rename(graph: Any, prefix: str, keep: set[str]) -> None:
     def new(name: str) -> str:
         return name if not name or name in keep else f"{prefix}/{name}"
 
-    for node in graph.node:
+    for i, node in enumerate(graph.node):
         if any(a.type in (a.GRAPH, a.GRAPHS) for a in node.attribute):
             raise ValueError(f"{prefix}: node {node.name!r} ({node.op_type}) has a subgraph; the perception "
                              "graphs are expected to have none")
-        node.name = new(node.name or f"{node.op_type}_{id(node)}")
+        node.name = new(node.name or f"{node.op_type}_{i}")
         node.input[:] = [new(n) for n in node.input]
         node.output[:] = [new(n) for n in node.output]
     for init in graph.initializer:
