@@ -148,3 +148,29 @@ def test_launch_file_starts_the_node(default_bundle, tmp_path):
         proc.terminate()
         proc.wait(30)
     assert "configured: bundle" in out and "active" in out, out[-3000:]
+
+
+def test_every_label_maps_to_a_rep155_expression_constant():
+    """The label -> hri_msgs/Expression table against the published constants (tests/ros_interfaces copy)."""
+    import re
+
+    from emo_edge_ros.hri import EXPRESSIONS, FaceChooser, expression_of
+
+    from emo_edge.labels import LABELS
+
+    msg = (ROOT / "tests" / "ros_interfaces" / "hri_msgs" / "msg" / "Expression.msg").read_text()
+    constants = set(re.findall(r'^string [A-Z]+="(\w+)"', msg, re.M))
+    assert len(constants) == 25 and set(EXPRESSIONS.values()) <= constants
+    assert [expression_of(lb) for lb in LABELS] == ["neutral", "happy", "sad", "angry", "scared", "surprised"]
+    assert expression_of("contempt") == ""
+    faces = FaceChooser("", "person")
+    assert faces.current() == "person"  # nothing tracked yet: the default id
+    faces.on_tracked(["a", "b"])
+    assert faces.current() == "a"  # no ROI yet: the first tracked
+    faces.on_roi("a", 0.1), faces.on_roi("b", 0.3)
+    assert faces.current() == "b"  # the largest
+    faces.on_tracked([])
+    assert faces.current() is None
+    chosen = FaceChooser("a", "person")
+    chosen.on_tracked(["b"])
+    assert chosen.current() is None  # the configured face is not in view

@@ -250,15 +250,19 @@ class EmotionNode(LifecycleNode):
     def _stamp(self, header: Any) -> float:
         if header is None:
             return self._now()
-        if header.frame_id:
-            self.frame_id = header.frame_id
         return stamp_to_s(header.stamp) if self.p["stamp_source"] == "header" else self._now()
 
+    def _camera_frame(self, header: Any) -> Any:
+        """The outputs' frame_id is the camera's (not the microphone's)."""
+        if header.frame_id:
+            self.frame_id = header.frame_id
+        return header
+
     def _on_image(self, msg: Image) -> None:
-        self._push(msg.header, lambda: image_to_rgb(msg), self.stream.push_frame)
+        self._push(self._camera_frame(msg.header), lambda: image_to_rgb(msg), self.stream.push_frame)
 
     def _on_compressed(self, msg: CompressedImage) -> None:
-        self._push(msg.header, lambda: compressed_to_rgb(msg), self.stream.push_frame)
+        self._push(self._camera_frame(msg.header), lambda: compressed_to_rgb(msg), self.stream.push_frame)
 
     def _on_audio(self, msg: AudioChunk) -> None:
         self._push(msg.header, lambda: audio_to_array(msg), lambda t, x: self.stream.push_audio(t, x, msg.sample_rate))
