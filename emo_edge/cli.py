@@ -298,7 +298,7 @@ def run(
         if out is not None:
             out.close()
         b.close()
-    lat = stats["latency_ms"]["head"]
+    lat = {k: "-" if v is None else f"{v:.0f}" for k, v in stats["latency_ms"]["head"].items()}
     console.print(f"head updates {stats['counts'].get('head_updates', 0)}, latency median {lat['median_ms']} ms, "
                   f"p95 {lat['p95_ms']} ms; faults {stats['faults']}; errors {stats['errors']}")
 

@@ -11,7 +11,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 start=$(date +%s)
-bash scripts/setup.sh
+[ "${QUICKSTART_SETUP:-1}" = 0 ] || bash scripts/setup.sh  # QUICKSTART_SETUP=0: a checkout already set up
 . .venv/bin/activate
 CLIPS=${QUICKSTART_CLIPS:-3}
 BUNDLE=${QUICKSTART_BUNDLE:-export/build/default-cpu-x86}

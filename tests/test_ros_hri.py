@@ -124,3 +124,47 @@ def test_an_exception_in_a_callback_is_counted_on_diagnostics_and_the_node_goes_
     last_clip_end = hri_run["schedule"][-1]["end"]
     states = [t for t, m in topics["/emotion/state"] if m.source == 0]
     assert max(states) > last_clip_end  # still publishing after all the injected faults
+
+
+def test_unstamped_audio_data_is_stamped_on_arrival(default_bundle, tmp_path):
+    """audio_type audio_data: AudioData has no header; the node stamps each chunk on arrival less its length."""
+    from emo_edge.data.synth import generate
+
+    generate(tmp_path, 1, seed=4, split="test", workers=1, progress=False)
+    env = ros_environment(test_interfaces=True)
+    rec = subprocess.Popen([sys.executable, "-m", "emo_edge_ros.recorder", "--out", str(tmp_path / "out.mcap"),
+                            "--topics", TOPICS[0]], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
+    node = _node(default_bundle, env, tmp_path / "node.log", fast_hz=1.0, audio_type="audio_data",
+                 transcript_type="'off'", slow="'off'")
+    try:
+        pub = subprocess.run([sys.executable, str(ROOT / "tests" / "ros_hri_publisher.py"),
+                              str(tmp_path / "test.jsonl"), "1", "--audio-type", "audio_data"], env=env,
+                             capture_output=True, text=True, timeout=300)
+        assert pub.returncode == 0, pub.stderr[-3000:]
+        time.sleep(3)
+    finally:
+        interrupt(node)
+        interrupt(rec)
+    run = {"topics": read_mcap(tmp_path / "out.mcap", env), "schedule": json.loads(pub.stdout.splitlines()[-1])}
+    [head] = _utterance_states(run, 0)
+    assert head is not None and head.audio_present and head.video_present
+    clip = run["schedule"][0]
+    print(f"utterance window {_t(head.window_start) - clip['start']:+.2f} .. {_t(head.window_end) - clip['end']:+.2f} s"
+          " from the clip's start .. end")
+    assert abs(_t(head.window_start) - clip["start"]) < 0.5  # arrival stamps stay on the clip's clock
+
+
+def test_a_missing_interface_package_fails_configure_with_the_reason(tmp_path):
+    """Without audio_common_msgs installed, audio_type audio_data_stamped fails configure (before loading the
+    bundle) with the reason, and the node stays up, unconfigured."""
+    env = ros_environment(test_interfaces=False)
+    node = _node(tmp_path / "no-bundle-needed", env, tmp_path / "node.log", audio_type="audio_data_stamped")
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and "configure failed" not in (tmp_path / "node.log").read_text():
+            time.sleep(0.5)
+        alive = node.poll() is None
+    finally:
+        interrupt(node)
+    log = (tmp_path / "node.log").read_text()
+    assert alive and "audio_type=audio_data_stamped needs the audio_common_msgs interface package" in log, log[-2000:]

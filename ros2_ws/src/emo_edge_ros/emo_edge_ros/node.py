@@ -168,7 +168,20 @@ class EmotionNode(LifecycleNode):
         if p["diagnostics_hz"] <= 0:
             raise ValueError(f"parameter diagnostics_hz must be > 0, got {p['diagnostics_hz']}")
         from_flat({k: p[k] for k in SETTINGS})  # a bad stream setting fails configure, naming it
+        if p["input"] == "topics":  # an input type whose interface package is missing fails configure, naming it
+            self._audio_types(p["audio_type"])
+            if p["transcript_type"] == "live_speech":
+                import_msg("hri_msgs", "LiveSpeech", "transcript_type=live_speech")
         return p
+
+    @staticmethod
+    def _audio_types(audio_type: str) -> tuple[Any, Any | None]:
+        """(audio message type, AudioInfo type or None) of an audio_type."""
+        if audio_type == "chunk":
+            return AudioChunk, None
+        name = "AudioDataStamped" if audio_type == "audio_data_stamped" else "AudioData"
+        return (import_msg("audio_common_msgs", name, f"audio_type={audio_type}"),
+                import_msg("audio_common_msgs", "AudioInfo", f"audio_type={audio_type}"))
 
     def _load(self, p: dict[str, Any]) -> tuple[Any, Any]:
         from emo_edge.runtime.bundle import load_bundle
@@ -195,6 +208,9 @@ class EmotionNode(LifecycleNode):
                                            self.errors.guard)
         except ImportError:
             self.get_logger().warning("hri_msgs is not installed: no REP-155 expressions are published")
+            return
+        except Exception as e:  # noqa: BLE001 - e.g. a bad topic pattern: the rest of the node still runs
+            self.errors.record("hri_setup", e)
             return
         unmapped = [lb for lb in self.runtime.labels if lb.lower() not in EXPRESSIONS]
         if unmapped:
@@ -224,11 +240,9 @@ class EmotionNode(LifecycleNode):
 
     def _audio_subscriptions(self, audio_type: str) -> list[Any]:
         guard, sub = self.errors.guard, self.create_subscription
-        if audio_type == "chunk":
-            return [sub(AudioChunk, "audio", guard("audio", self._on_audio), qos_profile_sensor_data)]
-        info = import_msg("audio_common_msgs", "AudioInfo", f"audio_type={audio_type}")
-        audio = import_msg("audio_common_msgs", "AudioDataStamped" if audio_type == "audio_data_stamped"
-                           else "AudioData", f"audio_type={audio_type}")
+        audio, info = self._audio_types(audio_type)
+        if info is None:
+            return [sub(audio, "audio", guard("audio", self._on_audio), qos_profile_sensor_data)]
         on_audio = self._on_audio_stamped if audio_type == "audio_data_stamped" else self._on_audio_data
         # best effort + volatile matches any publisher's QoS; AudioInfo is expected to be repeated
         return [sub(info, "audio_info", guard("audio_info", self._on_audio_info), qos_profile_sensor_data),
