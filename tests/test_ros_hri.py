@@ -126,8 +126,9 @@ def test_an_exception_in_a_callback_is_counted_on_diagnostics_and_the_node_goes_
     assert max(states) > last_clip_end  # still publishing after all the injected faults
 
 
-def test_unstamped_audio_data_is_stamped_on_arrival(default_bundle, tmp_path):
-    """audio_type audio_data: AudioData has no header; the node stamps each chunk on arrival less its length."""
+def test_unstamped_audio_data_and_live_speech(default_bundle, tmp_path):
+    """audio_type audio_data: AudioData has no header; the node stamps each chunk on arrival less its length.
+    transcript_type live_speech: hri_msgs/LiveSpeech's final text reaches the LLM (incremental results do not)."""
     from emo_edge.data.synth import generate
 
     generate(tmp_path, 1, seed=4, split="test", workers=1, progress=False)
@@ -135,13 +136,14 @@ def test_unstamped_audio_data_is_stamped_on_arrival(default_bundle, tmp_path):
     rec = subprocess.Popen([sys.executable, "-m", "emo_edge_ros.recorder", "--out", str(tmp_path / "out.mcap"),
                             "--topics", TOPICS[0]], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
     node = _node(default_bundle, env, tmp_path / "node.log", fast_hz=1.0, audio_type="audio_data",
-                 transcript_type="'off'", slow="'off'")
+                 transcript_type="live_speech", reason="false")
     try:
         pub = subprocess.run([sys.executable, str(ROOT / "tests" / "ros_hri_publisher.py"),
-                              str(tmp_path / "test.jsonl"), "1", "--audio-type", "audio_data"], env=env,
+                              str(tmp_path / "test.jsonl"), "1", "--audio-type", "audio_data", "--transcribed", "0",
+                              "--transcript-type", "live_speech"], env=env,
                              capture_output=True, text=True, timeout=300)
         assert pub.returncode == 0, pub.stderr[-3000:]
-        time.sleep(3)
+        time.sleep(6)  # the utterance's hangover, then its LLM label
     finally:
         interrupt(node)
         interrupt(rec)
@@ -152,6 +154,8 @@ def test_unstamped_audio_data_is_stamped_on_arrival(default_bundle, tmp_path):
     print(f"utterance window {_t(head.window_start) - clip['start']:+.2f} .. {_t(head.window_end) - clip['end']:+.2f} s"
           " from the clip's start .. end")
     assert abs(_t(head.window_start) - clip["start"]) < 0.5  # arrival stamps stay on the clip's clock
+    [llm] = _utterance_states(run, 1)
+    assert llm is not None and llm.text_present and llm.transcript == clip["transcript"], llm
 
 
 def test_a_missing_interface_package_fails_configure_with_the_reason(tmp_path):
