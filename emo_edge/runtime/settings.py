@@ -35,6 +35,8 @@ class Setting:
             return f"{self.help}: {' | '.join(self.choices)}"
         bounds = [f"{op} {_num(x)}" for op, x in ((">=", self.low), (">", self.above), ("<=", self.high))
                   if x is not None]
+        if bounds and self.none_as is not None:  # the flat value standing for None is valid too (the help says how)
+            bounds[-1] += f" or {self.none_as!r}"
         return f"{self.help} [{', '.join(bounds)}]" if bounds else self.help
 
 
