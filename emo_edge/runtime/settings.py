@@ -49,6 +49,9 @@ def stream_settings() -> list[Setting]:
     out = []
     for f in dataclasses.fields(StreamConfig):
         m = f.metadata
+        if "help" not in m:
+            raise TypeError(f"StreamConfig.{f.name} is declared without setting(default, help, ...): every stream "
+                            "setting needs its description and range (they become the node's parameters and CLI)")
         default = f.default if f.default is not None else m["none_as"]
         out.append(Setting(f.name, default, type(default), m["help"], tuple(m["choices"]), m["low"], m["high"],
                            m["above"], m["none_as"]))

@@ -12,7 +12,9 @@ utterance window spans the speech (plus `utterance_lead_s` before and `utterance
 its audio starting at the window start, which is how the training clips are cut (the model is
 sensitive to where speech starts in its window: on SynthEmo, 0.2 s of silence before the onset
 changed the head's label on 4 of 6 clips); the sliding window is the last
-`window_s` seconds. A modality with no input for `stale_s` is passed to the model as absent.
+`window_s` seconds. A modality with no input for `stale_s` is passed to the model as absent. Recognised
+speech pushed with its time (`push_transcript`) is the LLM's subtitle for the utterance it falls in
+(within `transcript_slack_s`); without one the text modality is absent.
 Every update carries its latency (window end -> update handed out, on the stream clock).
 """
 
