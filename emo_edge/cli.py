@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
@@ -218,47 +219,78 @@ def _print_parity(parity: dict) -> None:
     console.print(t)
 
 
-@app.command()
+def stream_options(fn: Callable[..., None]) -> Callable[..., None]:
+    """fn(..., **stream) as a command with one option per stream setting, generated from StreamConfig's table
+    (emo_edge.runtime.settings: the same names, defaults and help as the ROS 2 node's parameters)."""
+    import inspect
+    import typing
+
+    from emo_edge.runtime.settings import SETTINGS
+
+    hints = typing.get_type_hints(fn, include_extras=True)
+    own = [p.replace(annotation=hints[p.name]) for p in inspect.signature(fn).parameters.values()
+           if p.kind is not inspect.Parameter.VAR_KEYWORD]
+    extra = [inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=s.default,
+                               annotation=Annotated[s.type, typer.Option(help=s.description)])
+             for name, s in SETTINGS.items()]
+
+    def command(**kwargs: Any) -> None:
+        fn(**{k: v for k, v in kwargs.items() if k not in SETTINGS}, **{k: kwargs[k] for k in SETTINGS})
+
+    command.__signature__ = inspect.Signature(own + extra)  # type: ignore[attr-defined]
+    command.__annotations__ = {p.name: p.annotation for p in own + extra}
+    command.__name__, command.__doc__ = fn.__name__, fn.__doc__
+    return command
+
+
+@app.command("run")
+@stream_options
 def run(
     bundle: Annotated[Path, typer.Option(help="exported bundle directory")],
     video: Annotated[Path | None, typer.Option(help="a video file, played once at its real rate")] = None,
     audio: Annotated[Path | None, typer.Option(help="with --video: a 16 kHz wav (default: its own track)")] = None,
     camera: Annotated[str | None, typer.Option(help="camera index, video file or stream URL (OpenCV)")] = None,
     mic: Annotated[str | None, typer.Option(help="PortAudio input device name or index, or 'default'")] = None,
+    transcript: Annotated[Path | None, typer.Option(help="timed transcript for the text modality: lines "
+                                                         "'SECONDS TEXT', seconds from the start")] = None,
     jsonl: Annotated[Path | None, typer.Option(help="write every state and reasoning update here (JSON lines)")] = None,
     seconds: Annotated[float | None, typer.Option(help="stop after this many seconds (live input)")] = None,
-    fast_hz: Annotated[float, typer.Option(help="sliding-window head updates per second (0: utterances only)")] = 2.0,
-    vad: Annotated[str, typer.Option(help="voice-activity detector: webrtc, energy or none")] = "webrtc",
-    reason: Annotated[bool, typer.Option(help="stream the LLM's reasoning after each utterance")] = True,
+    view: Annotated[str, typer.Option(help="live: a compact live view (label, scores, latency, the reason "
+                                           "streaming in; lines when not on a terminal); lines: one line per "
+                                           "update")] = "lines",
+    title: Annotated[str, typer.Option(help="a heading for the live view, e.g. the clip and its true label")] = "",
+    **stream: Any,
 ) -> None:
-    """Live emotion perception: camera + microphone (or a file at real rate) in, states and reasoning out."""
+    """Live emotion perception: camera + microphone (or a file at real rate) in, states and reasoning out.
+    The stream settings below are the ROS 2 node's parameters of the same names."""
+    from emo_edge.live_view import make_view
     from emo_edge.runtime.bundle import BundleError, load_bundle
-    from emo_edge.runtime.live import JsonlSink, run_live
+    from emo_edge.runtime.live import JsonlSink, read_transcript, run_live
     from emo_edge.runtime.pipeline import EmotionRuntime
-    from emo_edge.runtime.stream import EmotionUpdate, ReasoningUpdate, StreamConfig
+    from emo_edge.runtime.settings import from_flat
 
     try:
-        config = StreamConfig(fast_hz=fast_hz, vad=vad, reason=reason)
+        config = from_flat(stream)
+        lines = read_transcript(transcript) if transcript is not None else None
+        shown = make_view(view, console, title)
         b = load_bundle(bundle)
-    except (BundleError, ValueError) as e:
+    except (BundleError, ValueError, FileNotFoundError) as e:
         _fail(str(e))
     out = jsonl.open("w") if jsonl else None
     sink = JsonlSink(out)
 
-    def state(u: EmotionUpdate) -> None:
+    def state(u: Any) -> None:
         sink.write("state", u.to_dict())
-        utt = f" utterance {u.utterance_id}" if u.utterance_id else ""
-        score = f" {max(u.scores):.2f}" if u.scores else ""
-        console.print(f"[bold]{u.source:4}[/] {u.label or '?':9}{score}{utt}  latency {u.latency_ms:.0f} ms")
+        shown.state(u)
 
-    def reasoning(r: ReasoningUpdate) -> None:
+    def reasoning(r: Any) -> None:
         sink.write("reasoning", r.to_dict())
-        if r.done:
-            console.print(f"[cyan]reason[/] utterance {r.utterance_id}: {r.text}")
+        shown.reasoning(r)
 
     try:
-        stats = run_live(EmotionRuntime(b), b.frontend, config, video, audio, camera, mic, seconds, state, reasoning,
-                         say=lambda m: console.print(f"[yellow]{m}[/]"))
+        with shown:
+            stats = run_live(EmotionRuntime(b), b.frontend, config, video, audio, camera, mic, seconds, state,
+                             reasoning, say=lambda m: console.print(f"[yellow]{m}[/]"), transcript=lines)
         sink.write("stats", stats)
     except (FileNotFoundError, ValueError, ImportError) as e:
         _fail(str(e))
@@ -266,9 +298,9 @@ def run(
         if out is not None:
             out.close()
         b.close()
-    lat = stats["latency_ms"]["head"]
+    lat = {k: "-" if v is None else f"{v:.0f}" for k, v in stats["latency_ms"]["head"].items()}
     console.print(f"head updates {stats['counts'].get('head_updates', 0)}, latency median {lat['median_ms']} ms, "
-                  f"p95 {lat['p95_ms']} ms; faults {stats['faults']}")
+                  f"p95 {lat['p95_ms']} ms; faults {stats['faults']}; errors {stats['errors']}")
 
 
 @app.command()
@@ -314,7 +346,8 @@ def bench(
     clips: Annotated[int, typer.Option(help="input windows the timings rotate over")] = 4,
     eval_clips: Annotated[int, typer.Option(help="test clips for the WAF per budget/precision (0: skip)")] = 120,
     isolate: Annotated[bool, typer.Option(help="time each backend in its own process (own peak RSS)")] = True,
-    fast_hz: Annotated[float, typer.Option(help="--bag: the node's sliding-window update rate, Hz")] = 2.0,
+    fast_hz: Annotated[float | None, typer.Option(help="--bag: the node's sliding-window update rate, Hz "
+                                                       "(default: the stream setting's)")] = None,
     warmup_s: Annotated[float, typer.Option(help="--bag: s of replay at the start not counted")] = 2.0,
     ros_setup: Annotated[Path | None, typer.Option(help="--bag: setup.bash of the built ros2_ws "
                                                         "(default ros2_ws/install/setup.bash)")] = None,
@@ -344,12 +377,14 @@ def bench(
     console.print(f"wrote {out / 'results.json'}, {out / 'results.md'} and plots")
 
 
-def _bench_bag(bag: Path, bundle: Path, out: Path, threads: int, fast_hz: float, warmup_s: float,
+def _bench_bag(bag: Path, bundle: Path, out: Path, threads: int, fast_hz: float | None, warmup_s: float,
                ros_setup: Path | None, command: str) -> None:
     from emo_edge.bench.replay import ReplayConfig, run_replay
+    from emo_edge.runtime.settings import from_flat
 
     try:
-        cfg = ReplayConfig(bag, bundle, out, threads=threads, fast_hz=fast_hz, warmup_s=warmup_s, ros_setup=ros_setup)
+        stream = from_flat({} if fast_hz is None else {"fast_hz": fast_hz})
+        cfg = ReplayConfig(bag, bundle, out, threads=threads, stream=stream, warmup_s=warmup_s, ros_setup=ros_setup)
         r = run_replay(cfg, command=command)["ros2_replay"]
     except (FileNotFoundError, ValueError, RuntimeError) as e:
         _fail(str(e))

@@ -14,6 +14,8 @@ from typing import Any, TypeVar
 
 import yaml
 
+from emo_edge.audio import SAMPLE_RATE
+
 PRESET_DIR = Path(__file__).parent / "presets"
 MODALITIES: tuple[str, ...] = ("video", "audio", "text")  # what a user can switch off at eval time
 STREAMS: tuple[str, ...] = ("fusion", "image", "video", "audio")  # LLM token streams, in splice order
@@ -23,7 +25,7 @@ STREAMS: tuple[str, ...] = ("fusion", "image", "video", "audio")  # LLM token st
 class FrontendConfig:
     """Preprocessing shared by training and the runtime (numpy only)."""
 
-    sample_rate: int = 16000  # Hz; input audio must already be at this rate
+    sample_rate: int = SAMPLE_RATE  # Hz; input audio must already be at this rate
     n_fft: int = 400  # samples (25 ms at 16 kHz)
     hop_length: int = 160  # samples (10 ms at 16 kHz)
     n_mels: int = 64

@@ -21,7 +21,9 @@ from emo_edge_ros.convert import rgb_to_image, s_to_stamp, samples_to_chunk
 from rclpy.qos import qos_profile_sensor_data
 from sensor_msgs.msg import CompressedImage, Image
 
-FPS, RATE, CHUNK = 30, 16000, 320
+from emo_edge.audio import SAMPLE_RATE
+
+FPS, RATE, CHUNK = 30, SAMPLE_RATE, 320
 PHASES = ("good", "bad_encoding", "bad_step", "truncated_jpeg", "audio_44k", "audio_format", "backwards",
           "vanish", "good", "burst", "good")
 

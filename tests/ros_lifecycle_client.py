@@ -30,8 +30,10 @@ from rclpy.parameter import Parameter
 from rclpy.qos import QoSProfile, qos_profile_sensor_data
 from sensor_msgs.msg import Image
 
+from emo_edge.audio import SAMPLE_RATE
+
 NODE = "emo_edge"
-FPS, RATE, CHUNK = 30, 16000, 320
+FPS, RATE, CHUNK = 30, SAMPLE_RATE, 320
 CALL_S = 180.0  # s, a configure loads ONNX Runtime sessions and the GGUF model on a busy 2-core machine
 
 

@@ -6,6 +6,7 @@ Needs ros2_ws built (scripts/build_ros.sh, which scripts/setup.sh runs); `needs_
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import random
@@ -17,16 +18,24 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 WS = ROOT / "ros2_ws" / "install"
+TEST_WS = ROOT / "ros2_ws" / "test_install"  # test-only audio_common_msgs + hri_msgs (tests/ros_interfaces)
 
 needs_ros_ws = pytest.mark.skipif(not (WS / "setup.bash").is_file(),
                                   reason="ros2_ws is not built (bash scripts/build_ros.sh)")
+# the test-only copies, or the real audio_common_msgs + hri_msgs of a sourced ROS 2 (build_ros.sh then skips the copies)
+needs_test_interfaces = pytest.mark.skipif(
+    not (TEST_WS / "setup.bash").is_file() and importlib.util.find_spec("hri_msgs") is None,
+    reason="no audio_common_msgs/hri_msgs: the test interfaces are not built (bash scripts/build_ros.sh)")
 
 
-def ros_environment() -> dict[str, str]:
-    """The environment of `. ros2_ws/install/setup.bash` (over the venv's ROS 2 wheels), on a private domain."""
+def ros_environment(test_interfaces: bool = False) -> dict[str, str]:
+    """The environment of `. ros2_ws/install/setup.bash` (over the venv's ROS 2 wheels), on a private domain;
+    test_interfaces: with the test-only audio_common_msgs and hri_msgs sourced on top."""
     venv = str(Path(sys.executable).parents[1])
     base = {**os.environ, "AMENT_PREFIX_PATH": os.environ.get("AMENT_PREFIX_PATH", venv), "OMP_NUM_THREADS": "1"}
-    out = subprocess.run(["bash", "-c", f". {WS}/setup.bash && env -0"], env=base, capture_output=True, check=True)
+    with_test = test_interfaces and (TEST_WS / "setup.bash").is_file()
+    setup = f". {WS}/setup.bash" + (f" && . {TEST_WS}/setup.bash" if with_test else "")
+    out = subprocess.run(["bash", "-c", f"{setup} && env -0"], env=base, capture_output=True, check=True)
     env = dict(kv.split("=", 1) for kv in out.stdout.decode().split("\0") if "=" in kv)
     env.update(ROS_DOMAIN_ID=str(random.randint(10, 200)), ROS_AUTOMATIC_DISCOVERY_RANGE="LOCALHOST",
                PYTHONUNBUFFERED="1")

@@ -76,7 +76,9 @@ def test_node_answers_each_clip(played):
     """The mechanics: one utterance state from the head and one from the LLM per clip, with both modalities."""
     head = _per_clip(played, 0)
     llm = _per_clip(played, 1)
-    print("head per clip:", head, "\nllm per clip:", llm)
+    last = _diag_values(played["topics"]["/diagnostics"][-1][1])
+    slow = {k: v for k, v in last.items() if k.startswith("slow")}
+    print("head per clip:", head, "\nllm per clip:", llm, "\nLLM jobs:", slow)  # coalesced: a busy LLM
     assert sum(p is not None for _, p in head) == N_CLIPS, head
     assert sum(p is not None for _, p in llm) >= N_CLIPS - 1, llm
     states = [m for _, m in played["topics"]["/emotion/state"] if m.source == 0]

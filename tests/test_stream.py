@@ -32,10 +32,15 @@ class FakeModel:
         self.gate = answer_gate
         self.perceived: list[np.ndarray] = []  # present flags per call
         self.answers = 0
+        self.subtitles: list[str | None] = []  # the text modality of each LLM call (None: absent)
+        self.fail_perceive: set[int] = set()  # perceive call numbers (1-based) that raise, for fault isolation
+        self.fail_answers: set[int] = set()  # answer call numbers that raise
 
     def perceive(self, image, frames, mel, present):
         assert image.shape == (1, 24, 24, 3) and frames.shape == (1, 4, 16, 16, 3) and mel.shape[:2] == (1, 64)
         self.perceived.append(present[0].copy())
+        if len(self.perceived) in self.fail_perceive:
+            raise RuntimeError(f"perceive call {len(self.perceived)} failed on purpose")
         loud = present[0, 2] > 0 and mel.max() > 0.5
         scores = np.full((1, 6), 0.02, np.float32)
         scores[0, 1 if loud else 0] = 0.9
@@ -46,6 +51,9 @@ class FakeModel:
         if self.gate is not None:
             assert self.gate.wait(10)
         self.answers += 1
+        self.subtitles.append(subtitle)
+        if self.answers in self.fail_answers:
+            raise RuntimeError(f"answer call {self.answers} failed on purpose")
         text = "happy" if task == "emotion" else "The voice is loud and bright, so the person is happy."
         for piece in text.split(" "):
             if on_token is not None:
@@ -63,7 +71,9 @@ class Sim:
         self.rt = StreamRuntime(self.model, FE, cfg, clock=lambda: self.t, on_state=self.states.append,
                                 on_reasoning=self.reasoning.append)
 
-    def run(self, seconds: float, wave_fn=None, frames: bool = True, audio: bool = True) -> None:
+    def run(self, seconds: float, wave_fn=None, frames: bool = True, audio: bool = True,
+            isolated: bool = False) -> None:
+        """isolated: step as the runtime's step thread does (exceptions caught and counted)."""
         for _ in range(int(round(seconds / 0.02))):
             if audio:
                 k = np.arange(320) + int(round(self.t * RATE))
@@ -72,7 +82,7 @@ class Sim:
                 for j in range(int(np.ceil(self.t * 30 - 1e-9)), int(np.ceil((self.t + 0.02) * 30 - 1e-9))):
                     self.rt.push_frame(j / 30, np.full((48, 64, 3), j % 256, np.uint8))
             self.t = round(self.t + 0.02, 6)
-            self.rt.step()
+            self.rt.step_isolated() if isolated else self.rt.step()
 
 
 def tone(k: np.ndarray) -> np.ndarray:
@@ -272,3 +282,63 @@ def test_config_rejects_impossible_settings():
                 {"window_s": 20.0}, {"utterance_max_s": 20.0}):
         with pytest.raises(ValueError, match=next(iter(bad))):
             StreamConfig(**bad)
+
+
+# -- transcripts: the text modality by time ----------------------------------------------------------
+
+def _utterance_with_text(cfg: StreamConfig, text_at: float | None, text: str = "I got the job") -> Sim:
+    """Speech from 1.0 to 2.5 s; a transcript pushed at `text_at` (None: none); returns the finished Sim."""
+    sim = Sim(cfg)
+    if text_at is not None:
+        sim.rt.push_transcript(text_at, text)
+    sim.run(1.0)
+    sim.run(1.5, wave_fn=tone)
+    sim.run(1.5)
+    assert sim.rt.slow.wait_idle(10)
+    return sim
+
+
+def test_transcript_within_the_utterance_reaches_the_llm_prompt():
+    sim = _utterance_with_text(StreamConfig(fast_hz=0, vad="energy", transcript_slack_s=1.0), text_at=1.2)
+    assert sim.model.subtitles == ["I got the job", "I got the job"]  # label and reason prompts
+    llm = [s for s in sim.states if s.source == "llm"]
+    assert len(llm) == 1 and llm[0].transcript == "I got the job"
+    assert all(s.transcript is None for s in sim.states if s.source == "head")  # the head takes no text
+
+
+def test_stale_or_missing_transcript_leaves_text_absent_or_the_fixed_subtitle():
+    stale = _utterance_with_text(StreamConfig(fast_hz=0, vad="energy", transcript_slack_s=0.5), text_at=0.1)
+    assert stale.model.subtitles == [None, None]  # 0.9 s before the onset, outside 0.5 s of slack
+    assert [s.transcript for s in stale.states if s.source == "llm"] == [None]
+    fixed = _utterance_with_text(StreamConfig(fast_hz=0, vad="energy", subtitle="fixed words"), text_at=None)
+    assert fixed.model.subtitles == ["fixed words", "fixed words"]
+
+
+def test_transcripts_of_one_utterance_are_joined_in_time_order():
+    sim = Sim(StreamConfig(fast_hz=0, vad="energy"))
+    sim.rt.push_transcript(2.0, "second part")
+    sim.rt.push_transcript(1.5, " first part ")
+    sim.rt.push_transcript(1.7, "   ")  # empty: ignored
+    assert sim.rt.transcript_for(1.0, 2.5) == "first part second part"
+    assert sim.rt.transcript_for(5.0, 6.0) is None
+
+
+# -- fault isolation in the runtime's threads ------------------------------------------------------------
+
+def test_a_failing_window_or_llm_job_is_counted_reported_and_the_stream_goes_on():
+    model = FakeModel()
+    model.fail_perceive, model.fail_answers = {2}, {1}  # the second window; the first LLM job's label call
+    seen: list[tuple[str, str]] = []
+    sim = Sim(StreamConfig(fast_hz=2, vad="energy", slow="utterance"), model)
+    sim.rt.on_error = lambda kind, e: seen.append((kind, str(e)))
+    for _ in range(2):  # two utterances: the first LLM job fails, the second one must still run
+        sim.run(1.0, isolated=True)
+        sim.run(1.5, wave_fn=tone, isolated=True)
+        sim.run(1.5, isolated=True)
+        assert sim.rt.slow.wait_idle(10)
+    errors = sim.rt.stats()["errors"]
+    assert errors == {"step": 1, "slow_job": 1}, errors
+    assert [k for k, _ in seen] == ["step", "slow_job"] and "failed on purpose" in seen[0][1]
+    assert sim.rt.slow.counts["failed"] == 1 and sim.rt.slow.counts["done"] >= 1
+    assert any(s.source == "llm" for s in sim.states)  # the second job answered
+    assert sum(s.source == "head" for s in sim.states) >= 3  # windows after the failed one were published

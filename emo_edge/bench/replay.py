@@ -31,12 +31,13 @@ import statistics
 import subprocess
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from emo_edge.bench.stats import summarize_ms
-from emo_edge.runtime.stream import latency_kind
+from emo_edge.runtime.settings import to_flat, yaml_scalar
+from emo_edge.runtime.stream import StreamConfig, latency_kind
 
 SCHEMA_VERSION = 1
 REPO_SETUP = Path(__file__).resolve().parents[2] / "ros2_ws" / "install" / "setup.bash"
@@ -48,8 +49,7 @@ class ReplayConfig:
     bundle: Path
     out: Path
     threads: int = 2  # the node's ONNX Runtime and llama.cpp threads
-    fast_hz: float = 2.0  # Hz, the node's sliding-window head updates
-    slow: str = "utterance"  # what starts the node's LLM: utterance, timer, both or off
+    stream: StreamConfig = field(default_factory=StreamConfig)  # the node's stream settings, all passed as parameters
     warmup_s: float = 2.0  # s, states whose window ends this soon after the first one are not counted
     tail_s: float = 10.0  # s after the bag ends for the last utterance's answer and reasoning
     wait_node_s: float = 180.0  # s the player waits for the node to subscribe (it loads the bundle first)
@@ -58,11 +58,14 @@ class ReplayConfig:
     audio_topic: str = "/audio"
 
     def __post_init__(self) -> None:
-        if self.slow not in ("utterance", "timer", "both", "off"):
-            raise ValueError(f"replay: slow={self.slow!r}; choose one of utterance, timer, both, off")
-        if self.fast_hz < 0 or self.warmup_s < 0 or self.tail_s < 0 or self.threads < 1:
-            raise ValueError(f"replay: fast_hz, warmup_s and tail_s must be >= 0 and threads >= 1, got {self.fast_hz}, "
-                             f"{self.warmup_s}, {self.tail_s}, {self.threads}")
+        if self.warmup_s < 0 or self.tail_s < 0 or self.threads < 1:
+            raise ValueError(f"replay: warmup_s and tail_s must be >= 0 and threads >= 1, got {self.warmup_s}, "
+                             f"{self.tail_s}, {self.threads}")
+
+    def node_params(self) -> dict[str, str]:
+        """The node's parameters as `-p name:=value` text: bundle, threads and every stream setting."""
+        values = {"bundle": str(self.bundle), "threads": self.threads, **to_flat(self.stream)}
+        return {k: yaml_scalar(v) for k, v in values.items()}
 
     def to_dict(self) -> dict[str, Any]:
         return {k: (str(v) if isinstance(v, Path) else v) for k, v in dataclasses.asdict(self).items()}
@@ -169,8 +172,7 @@ def _tail(log: Path) -> str:
 def replay(cfg: ReplayConfig, work: Path, env: dict[str, str]) -> dict[str, list[dict[str, Any]]]:
     """Recorder + node + player over the bag; returns the decoded timings of the node's outputs."""
     outputs = work / "outputs.mcap"
-    node_args = {"bundle": cfg.bundle, "threads": cfg.threads, "fast_hz": float(cfg.fast_hz),
-                 "slow": f"'{cfg.slow}'"}  # quoted: 'off' is a YAML boolean
+    node_args = cfg.node_params()
     recorder = _start(["-m", "emo_edge_ros.recorder", "--out", str(outputs)], env, work / "recorder.log")
     node = _start(["-m", "emo_edge_ros.node", "--ros-args",
                    *[x for k, v in node_args.items() for x in ("-p", f"{k}:={v}")]], env, work / "node.log")

@@ -290,8 +290,8 @@ def write_replay_outputs(results: dict[str, Any], out: Path) -> None:
         lines += [f"**Not final: the machine was busy (1-min load {load:.2f} on {m['logical_cpus']} logical CPUs "
                   "before the run)**; rerun on a quiet machine before quoting these timings.", ""]
     lines += [f"Machine: {m['cpu']} ({m['logical_cpus']} logical CPUs), {m['platform']}. Bag {c['bag']}, replayed "
-              f"at its recorded rate through the node (threads {c['threads']}, fast_hz {c['fast_hz']}, "
-              f"slow {c['slow']}).", "",
+              f"at its recorded rate through the node (threads {c['threads']}, fast_hz {c['stream']['fast_hz']}, "
+              f"slow {c['stream']['slow']}).", "",
               "Versions: " + ", ".join(f"{k} {v}" for k, v in results["versions"].items() if v), "",
               "## ROS 2 replay", "", replay_markdown(results["ros2_replay"]), ""]
     (out / "results.md").write_text("\n".join(lines))

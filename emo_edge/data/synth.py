@@ -50,6 +50,7 @@ from rich.progress import (
 )
 from scipy.signal import resample_poly
 
+from emo_edge.audio import SAMPLE_RATE  # Hz, of the written wav
 from emo_edge.data import synth_text as txt
 from emo_edge.data.schema import Record, write_jsonl
 from emo_edge.labels import LABELS, VALENCE_AROUSAL
@@ -59,7 +60,6 @@ STANDARD_SIZES: dict[str, int] = {"train": 3000, "val": 600, "test": 600}
 
 SIZE = 160  # video frame side, px
 FPS = 15
-SAMPLE_RATE = 16_000  # Hz, written wav
 ESPEAK_RATE = 22_050  # Hz, espeak-ng output
 RESAMPLE = (320, 441)  # 22050 * 320 / 441 = 16000
 MAX_SECONDS = 4.0

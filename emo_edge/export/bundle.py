@@ -49,6 +49,23 @@ def _stage(msg: str) -> None:
     console.print(f"[bold cyan]export[/] {msg}")
 
 
+def default_calibration() -> Path:
+    """The shipped calibration manifest. Its SynthEmo split is generated (seeded, the manifest's clip count) when
+    missing, as on a fresh clone, so `emo-edge export` needs no manual data step."""
+    from emo_edge.export.quantize import load_manifest
+
+    path = Path(__file__).resolve().parents[2] / "calibration" / "synthemo-val.yaml"
+    m = load_manifest(path)
+    data = Path(m.data)
+    if not data.is_file() and not (data / f"{m.split}.jsonl").is_file():
+        from emo_edge.data.synth import generate
+
+        _stage(f"no {m.split}.jsonl in {data}: generating {m.n_clips} SynthEmo {m.split} clips (seed {m.seed}) for "
+               "the INT8 calibration")
+        generate(data, m.n_clips, seed=m.seed, split=m.split, workers=2, progress=False)
+    return path
+
+
 def build_bundle(
     checkpoint: str | Path, target: str | Path, out: str | Path, data: str | Path | None = None,
     llm_quants: tuple[str, ...] = (), calibration: str | Path | None = None, parity_clips: int = DEFAULT_PARITY_CLIPS,
@@ -100,7 +117,7 @@ def _export_perception(model: Any, profile: Any, tmp: Path, clips: Any, calibrat
     if int8_graphs:
         from emo_edge.export.quantize import QuantSettings, calibrate, compare_int8
 
-        source = calibration or Path(__file__).resolve().parents[2] / "calibration" / "synthemo-val.yaml"
+        source = calibration or default_calibration()
         layout = profile.perception.quant_layout
         _stage(f"INT8 QDQ ({layout} layout) for {', '.join(int8_graphs)} from {source}")
         cal = calibrate(tmp / "perception" / "fp32", source, tmp / "perception" / "int8", frontend=model.cfg,

@@ -18,6 +18,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from emo_edge.audio import SAMPLE_RATE
+
 try:  # optional: only the microphone source needs it
     import sounddevice as _sd
 except (ImportError, OSError) as e:  # OSError: the wheel is there but PortAudio is not
@@ -141,7 +143,7 @@ class MicSource(_Worker):
 
     name = "mic"
 
-    def __init__(self, device: str | int | None, on_audio: AudioSink, rate: int = 16000,
+    def __init__(self, device: str | int | None, on_audio: AudioSink, rate: int = SAMPLE_RATE,
                  clock: Callable[[], float] = time.monotonic, reconnect_s: float = 1.0):
         super().__init__()
         self.sd = require_sounddevice()

@@ -60,19 +60,55 @@ def _guard(push: Callable[[float, np.ndarray], None], say: Callable[[str], None]
     return call
 
 
+def read_transcript(path: Path) -> list[tuple[float, str]]:
+    """A timed transcript: one 'SECONDS TEXT' line per recognised phrase, seconds from the start of the input
+    (blank lines and '#' comments skipped); ValueError naming the line otherwise."""
+    out = []
+    for i, line in enumerate(Path(path).read_text().splitlines(), 1):
+        if not line.strip() or line.lstrip().startswith("#"):
+            continue
+        t, _, text = line.strip().partition(" ")
+        try:
+            out.append((float(t), text.strip()))
+        except ValueError:
+            raise ValueError(f"{path}:{i}: expected 'SECONDS TEXT', got {line!r}") from None
+    return sorted(out)
+
+
+class TranscriptFeeder(threading.Thread):
+    """Pushes each (seconds, text) into the stream when its time (from `start`, on the stream clock) comes."""
+
+    def __init__(self, stream: StreamRuntime, lines: list[tuple[float, str]], start: float):
+        super().__init__(name="emo-edge-transcript", daemon=True)
+        self.stream, self.lines, self.start_t = stream, lines, start
+        self._stop_event = threading.Event()
+
+    def run(self) -> None:
+        for s, text in self.lines:
+            if self._stop_event.wait(max(0.0, self.start_t + s - self.stream.clock())):
+                return
+            self.stream.push_transcript(self.start_t + s, text)
+
+    def stop(self) -> None:
+        self._stop_event.set()
+
+
 def run_live(runtime: Any, frontend: Any, config: StreamConfig, video: Path | None = None, audio: Path | None = None,
              camera: str | None = None, mic: str | None = None, seconds: float | None = None,
              on_state: Callable[[EmotionUpdate], None] | None = None,
              on_reasoning: Callable[[ReasoningUpdate], None] | None = None,
-             say: Callable[[str], None] = print) -> dict[str, Any]:
+             say: Callable[[str], None] = print, transcript: list[tuple[float, str]] | None = None) -> dict[str, Any]:
     """Feed a StreamRuntime from a file (played once at real rate) or from a camera and/or microphone until
-    `seconds` pass (live) or the file ends; returns the runtime's final statistics."""
-    stream = StreamRuntime(runtime, frontend, config, on_state=on_state, on_reasoning=on_reasoning)
+    `seconds` pass (live) or the file ends, with an optional timed transcript for the text modality; returns
+    the runtime's final statistics."""
+    stream = StreamRuntime(runtime, frontend, config, on_state=on_state, on_reasoning=on_reasoning,
+                           on_error=lambda kind, e: say(f"{kind} failed: {type(e).__name__}: {e}"))
     push_frame = _guard(stream.push_frame, say)
     push_audio = _guard(lambda t, x: stream.push_audio(t, x, stream.fe.sample_rate), say)
     sources = _sources(video, audio, camera, mic, stream.fe.sample_rate, push_frame, push_audio, say)
     stream.start()
-    for s in sources:
+    feeder = TranscriptFeeder(stream, transcript or [], stream.clock())
+    for s in [*sources, feeder]:
         s.start()
     t0 = time.monotonic()
     try:
@@ -84,7 +120,7 @@ def run_live(runtime: Any, frontend: Any, config: StreamConfig, video: Path | No
     except KeyboardInterrupt:
         say("interrupted")
     finally:
-        for s in sources:
+        for s in [*sources, feeder]:
             s.stop()
         if stream.slow is not None:
             stream.slow.wait_idle(60.0)

@@ -12,7 +12,9 @@ utterance window spans the speech (plus `utterance_lead_s` before and `utterance
 its audio starting at the window start, which is how the training clips are cut (the model is
 sensitive to where speech starts in its window: on SynthEmo, 0.2 s of silence before the onset
 changed the head's label on 4 of 6 clips); the sliding window is the last
-`window_s` seconds. A modality with no input for `stale_s` is passed to the model as absent.
+`window_s` seconds. A modality with no input for `stale_s` is passed to the model as absent. Recognised
+speech pushed with its time (`push_transcript`) is the LLM's subtitle for the utterance it falls in
+(within `transcript_slack_s`); without one the text modality is absent.
 Every update carries its latency (window end -> update handed out, on the stream clock).
 """
 
@@ -23,7 +25,7 @@ import threading
 import time
 from collections import Counter, deque
 from collections.abc import Callable, Iterator
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
 import numpy as np
@@ -49,56 +51,79 @@ SLOW_POLICIES = ("coalesce", "drop")
 LABEL_TOKENS = 8  # LLM tokens allowed for the one-word label answer
 
 
+def setting(default: Any, help: str, *, choices: tuple[str, ...] = (), low: float | None = None,
+            high: float | None = None, above: float | None = None, none_as: Any = None) -> Any:
+    """A StreamConfig field with its description and valid values: the one table that the ROS 2 node's parameters,
+    its params.yaml, the `emo-edge run` options and the bag replay are generated from (emo_edge.runtime.settings).
+
+    low/high: inclusive bounds; above: an exclusive lower bound; none_as: how None is written where None cannot
+    be (a ROS parameter, a CLI option), e.g. 0 or ""."""
+    return field(default=default, metadata={"help": help, "choices": choices, "low": low, "high": high,
+                                            "above": above, "none_as": none_as})
+
+
 @dataclass
 class StreamConfig:
-    """Live-runtime settings; times in seconds on the stream clock, rates in Hz."""
+    """Live-runtime settings; times in seconds on the stream clock, rates in Hz. Each field's help and range
+    are in its `setting(...)`; `check_settings` enforces them, `__post_init__` the combinations."""
 
-    fast_hz: float = 2.0  # Hz, sliding-window head updates (0: only at utterance ends)
-    window_s: float | None = None  # s, sliding window length; None: the bundle's frontend window
-    buffer_s: float = 12.0  # s of frames and audio kept
-    max_frames: int = 400  # frames kept at most, whatever their rate (bounds memory under a burst)
-    max_side: int = 320  # px, frames are stored scaled down to this longer side
-    video_fps: float = 15.0  # Hz, grid the frames of a window are resampled to (SynthEmo is rendered at 15)
-    stale_s: float = 1.0  # s without input after which a modality counts as absent
-    vad: str = "webrtc"  # webrtc | energy | none
-    vad_aggressiveness: int = 2  # webrtc: 0 keeps most speech .. 3 cuts most non-speech
-    utterance_start_s: float = 0.12  # s of continuous speech that start an utterance
-    utterance_hangover_s: float = 0.5  # s of silence that end it
-    utterance_min_s: float = 0.3  # s; shorter utterances are ignored
-    utterance_max_s: float = 8.0  # s; longer speech is cut into utterances of this length
-    utterance_lead_s: float = 0.0  # s of context kept before the speech onset (training clips start with it)
-    utterance_tail_s: float = 0.1  # s of context kept after the speech
-    slow: str = "utterance"  # what starts the LLM: utterance | timer | both | off
-    slow_period_s: float = 10.0  # s between timer-started LLM runs
-    slow_policy: str = "coalesce"  # busy LLM: coalesce (newest waiting job wins) | drop (new job dropped)
-    reason: bool = True  # stream a reasoning after the LLM's label
-    max_reason_tokens: int = 96
-    subtitle: str | None = None  # a fixed transcript for the text modality (None: no text)
-    latency_window: int = 512  # updates kept for latency statistics
-    numpy_blas_threads: int | None = 1  # numpy's BLAS threads for the whole process (None: left as it is)
-    tune_malloc: bool = True  # keep large blocks on glibc's heap (emo_edge/process.py), for the whole process
+    fast_hz: float = setting(2.0, "Hz, sliding-window head updates (0: only at utterance ends)", low=0)
+    window_s: float | None = setting(None, "s, sliding window length (0: the bundle's frontend window)", above=0,
+                                     none_as=0.0)
+    buffer_s: float = setting(12.0, "s of frames and audio kept", above=0)
+    max_frames: int = setting(400, "frames kept at most, whatever their rate (bounds memory under a burst)", low=1)
+    max_side: int = setting(320, "px, frames are stored scaled down to this longer side", low=16)
+    video_fps: float = setting(15.0, "Hz, grid the frames of a window are resampled to (SynthEmo is rendered at 15)",
+                               above=0)
+    stale_s: float = setting(1.0, "s without input after which a modality is passed to the model as absent", above=0)
+    vad: str = setting("webrtc", "voice-activity detector", choices=VAD_KINDS)
+    vad_aggressiveness: int = setting(1, "webrtc VAD: 0 keeps most speech .. 3 cuts most non-speech", low=0, high=3)
+    utterance_start_s: float = setting(0.12, "s of continuous speech that start an utterance", low=0)
+    utterance_hangover_s: float = setting(0.5, "s of silence that end an utterance", low=0)
+    utterance_min_s: float = setting(0.3, "s; shorter utterances are ignored", low=0)
+    utterance_max_s: float = setting(8.0, "s; longer speech is cut into utterances of this length", above=0)
+    utterance_lead_s: float = setting(0.0, "s of context kept before the speech onset (training clips start with it)",
+                                      low=0)
+    utterance_tail_s: float = setting(0.1, "s of context kept after the speech", low=0)
+    slow: str = setting("utterance", "what starts the LLM", choices=SLOW_TRIGGERS)
+    slow_period_s: float = setting(10.0, "s between timer-started LLM runs", above=0)
+    slow_policy: str = setting("coalesce", "busy LLM: coalesce (the newest waiting request wins) or drop",
+                               choices=SLOW_POLICIES)
+    reason: bool = setting(True, "stream the LLM's reasoning after its label")
+    max_reason_tokens: int = setting(96, "tokens of reasoning at most", low=1)
+    subtitle: str | None = setting(None, "a fixed transcript for the text modality when no timed transcript covers "
+                                         "the utterance ('': none)", none_as="")
+    transcript_slack_s: float = setting(1.0, "s; a timed transcript stamped within this of an utterance's window "
+                                             "belongs to it (older or later text: the text modality is absent)", low=0)
+    latency_window: int = setting(512, "updates kept for latency statistics", low=1)
+    numpy_blas_threads: int | None = setting(1, "numpy's BLAS threads for the whole process (0: left as it is)",
+                                             low=1, none_as=0)
+    tune_malloc: bool = setting(True, "keep large blocks on glibc's heap (emo_edge/process.py), for the whole "
+                                      "process")
 
     def __post_init__(self) -> None:
-        for name in ("buffer_s", "video_fps", "stale_s", "slow_period_s"):
-            if getattr(self, name) <= 0:
-                raise ValueError(f"stream.{name} must be > 0, got {getattr(self, name)}")
-        if self.fast_hz < 0:
-            raise ValueError(f"stream.fast_hz must be >= 0, got {self.fast_hz}")
+        check_settings(self)
         if self.window_s is not None and not 0 < self.window_s <= self.buffer_s:
             raise ValueError(f"stream.window_s must be in (0, buffer_s={self.buffer_s}], got {self.window_s}")
-        if min(self.utterance_lead_s, self.utterance_tail_s) < 0:
-            raise ValueError("stream.utterance_lead_s and utterance_tail_s must be >= 0")
         if self.utterance_max_s + self.utterance_lead_s + self.utterance_tail_s > self.buffer_s:
             raise ValueError(f"stream.buffer_s={self.buffer_s} must hold an utterance_max_s={self.utterance_max_s} "
                              f"window with its padding")
-        for name, value, options in (("vad", self.vad, VAD_KINDS), ("slow", self.slow, SLOW_TRIGGERS),
-                                     ("slow_policy", self.slow_policy, SLOW_POLICIES)):
-            if value not in options:
-                raise ValueError(f"stream.{name}={value!r}: choose one of {', '.join(options)}")
-        if self.max_frames < 1 or self.max_side < 16 or self.latency_window < 1:
-            raise ValueError("stream.max_frames, latency_window must be >= 1 and max_side >= 16")
-        if self.numpy_blas_threads is not None and self.numpy_blas_threads < 1:
-            raise ValueError(f"stream.numpy_blas_threads must be >= 1 or null, got {self.numpy_blas_threads}")
+
+
+def check_settings(cfg: Any) -> None:
+    """Each field of a dataclass made of `setting(...)` fields against its choices and bounds (None passes)."""
+    for f in fields(cfg):
+        m, value = f.metadata, getattr(cfg, f.name)
+        if not m or value is None:
+            continue
+        if m["choices"] and value not in m["choices"]:
+            raise ValueError(f"stream.{f.name}={value!r}: choose one of {', '.join(m['choices'])}")
+        if m["low"] is not None and value < m["low"]:
+            raise ValueError(f"stream.{f.name} must be >= {m['low']}, got {value}")
+        if m["high"] is not None and value > m["high"]:
+            raise ValueError(f"stream.{f.name} must be <= {m['high']}, got {value}")
+        if m["above"] is not None and value <= m["above"]:
+            raise ValueError(f"stream.{f.name} must be > {m['above']}, got {value}")
 
 
 @dataclass
@@ -118,6 +143,7 @@ class EmotionUpdate:
     utterance_id: int
     voice_active: bool
     present: tuple[bool, bool]  # (video, audio) passed to the model as present
+    transcript: str | None = None  # source "llm": the text passed to the LLM as the subtitle (None: text absent)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -190,7 +216,8 @@ class SlowPath:
     queues beyond one job.
     """
 
-    def __init__(self, work: Callable[[SlowJob], None], policy: str = "coalesce"):
+    def __init__(self, work: Callable[[SlowJob], None], policy: str = "coalesce",
+                 on_error: Callable[[str, BaseException], None] | None = None):
         if policy not in SLOW_POLICIES:
             raise ValueError(f"slow_policy={policy!r}: choose one of {', '.join(SLOW_POLICIES)}")
         self.policy, self._work = policy, work
@@ -199,6 +226,7 @@ class SlowPath:
         self._busy = self._stop = False
         self.counts: Counter[str] = Counter()
         self.last_error: str | None = None
+        self.on_error = on_error  # told of each failed job (kind "slow_job"), e.g. to log its traceback
         self._thread = threading.Thread(target=self._loop, name="emo-edge-slow", daemon=True)
         self._thread.start()
 
@@ -228,9 +256,11 @@ class SlowPath:
             try:
                 self._work(job)
                 self.counts["done"] += 1
-            except Exception as e:  # a failed LLM run must not kill the worker; it is counted and reported
+            except Exception as e:  # a failed LLM run ends that job only; it is counted and reported
                 self.counts["failed"] += 1
                 self.last_error = f"{type(e).__name__}: {e}"
+                if self.on_error is not None:
+                    self.on_error("slow_job", e)
             with self._cond:
                 self._busy = False
                 self._cond.notify_all()
@@ -295,13 +325,19 @@ class StreamRuntime:
     clock: seconds, the clock every stamp handed to push_* is on (default time.monotonic).
     on_state / on_reasoning: called with each EmotionUpdate / ReasoningUpdate, from the step thread
         (head) or the LLM worker (llm, reasoning).
+    on_error: called with (kind, exception) for each exception caught in the runtime's threads ("step": a
+        window failed, the stream goes on; "slow_job": one LLM job failed, the worker goes on); counted in
+        `errors` by kind either way.
     """
 
     def __init__(self, runtime: Any, frontend: FrontendConfig | dict[str, Any], config: StreamConfig | None = None,
                  clock: Callable[[], float] = time.monotonic,
                  on_state: Callable[[EmotionUpdate], None] | None = None,
-                 on_reasoning: Callable[[ReasoningUpdate], None] | None = None):
+                 on_reasoning: Callable[[ReasoningUpdate], None] | None = None,
+                 on_error: Callable[[str, BaseException], None] | None = None):
         self.rt, self.fe, self.cfg = runtime, frontend_of(frontend), config or StreamConfig()
+        self.on_error = on_error
+        self.errors: Counter[str] = Counter()  # exceptions caught in the runtime's threads, by kind
         # process-wide (see emo_edge/process.py for why): numpy's BLAS threads, glibc's large-block policy
         self.process_settings = tune_process(self.cfg.numpy_blas_threads, self.cfg.tune_malloc)
         self.clock = clock
@@ -327,7 +363,9 @@ class StreamRuntime:
         self.rates = {k: RateMeter() for k in ("frames", "audio", "head", "llm")}
         self.faults: Counter[str] = Counter()
         self.counts: Counter[str] = Counter()
-        self.slow = SlowPath(self._slow_work, self.cfg.slow_policy) if self.cfg.slow != "off" else None
+        self._transcripts: deque[tuple[float, str]] = deque(maxlen=64)  # (clock time, text), time order
+        self.slow = (SlowPath(self._slow_work, self.cfg.slow_policy, on_error=self._error)
+                     if self.cfg.slow != "off" else None)
         self._thread: threading.Thread | None = None
         self._stop = threading.Event()
         self.last_error: str | None = None  # the last exception of a step, for diagnostics
@@ -353,6 +391,33 @@ class StreamRuntime:
                 self.audio.push(t, x)
                 self._last_audio_at = self.clock()
         self.rates["audio"].tick(self._last_audio_at)
+
+    def push_transcript(self, t: float, text: str) -> None:
+        """Recognised speech stamped at clock time t (when it was said, or when it arrived); empty text is ignored.
+        The LLM's job for an utterance takes the texts stamped within `transcript_slack_s` of its window."""
+        text = text.strip()
+        if not text:
+            return
+        with self._lock:
+            self._transcripts.append((t, text))
+        self.counts["transcripts"] += 1
+
+    def transcript_for(self, t0: float, t1: float) -> str | None:
+        """The timed texts within transcript_slack_s of the window [t0, t1], joined in time order; else the
+        fixed `subtitle` (None, or '' in a flat setting: the text modality is absent)."""
+        slack = self.cfg.transcript_slack_s
+        with self._lock:
+            texts = [text for t, text in sorted(self._transcripts, key=lambda x: x[0]) if t0 - slack <= t <= t1 + slack]
+        return " ".join(texts) if texts else (self.cfg.subtitle or None)
+
+    def _error(self, kind: str, e: BaseException) -> None:
+        """Count an exception caught in a runtime thread and hand it on (the node logs it with its traceback)."""
+        self.errors[kind] += 1
+        if self.on_error is not None:
+            try:
+                self.on_error(kind, e)
+            except Exception:  # noqa: BLE001 - reporting must never take the thread down with it
+                self.errors["on_error"] += 1
 
     @contextlib.contextmanager
     def _counting_faults(self) -> Iterator[None]:
@@ -493,7 +558,8 @@ class StreamRuntime:
 
     def _slow_work(self, job: SlowJob) -> None:
         start = self.clock()
-        answer = self.rt.answer(job.tokens, job.token_mask, "emotion", self.cfg.subtitle, max_new_tokens=LABEL_TOKENS)
+        subtitle = self.transcript_for(job.window_start, job.window_end)  # at job start: late text still counts
+        answer = self.rt.answer(job.tokens, job.token_mask, "emotion", subtitle, max_new_tokens=LABEL_TOKENS)
         label = parse_label(answer, self.labels)
         if label is None:
             self.counts["llm_unparsed"] += 1
@@ -502,11 +568,11 @@ class StreamRuntime:
             label=label or "", labels=[], scores=[], valence=job.valence, arousal=job.arousal,
             window_start=job.window_start, window_end=job.window_end, latency_ms=(done - job.window_end) * 1000.0,
             compute_ms=(done - start) * 1000.0, source="llm", utterance_id=job.utterance_id,
-            voice_active=self.tracker.active, present=job.present), done)
+            voice_active=self.tracker.active, present=job.present, transcript=subtitle), done)
         if self.cfg.reason:
-            self._stream_reason(job)
+            self._stream_reason(job, subtitle)
 
-    def _stream_reason(self, job: SlowJob) -> None:
+    def _stream_reason(self, job: SlowJob, subtitle: str | None) -> None:
         text: list[str] = []
 
         def on_token(piece: str) -> None:
@@ -514,7 +580,7 @@ class StreamRuntime:
             if self.on_reasoning is not None:
                 self.on_reasoning(ReasoningUpdate(job.utterance_id, "".join(text), False, job.window_end))
 
-        final = self.rt.answer(job.tokens, job.token_mask, "reason", self.cfg.subtitle,
+        final = self.rt.answer(job.tokens, job.token_mask, "reason", subtitle,
                                max_new_tokens=self.cfg.max_reason_tokens, on_token=on_token)
         if self.on_reasoning is not None:
             self.on_reasoning(ReasoningUpdate(job.utterance_id, final, True, job.window_end))
@@ -530,11 +596,18 @@ class StreamRuntime:
 
     def _loop(self, tick_s: float) -> None:
         while not self._stop.wait(tick_s):
-            try:
-                self.step()
-            except Exception as e:  # a failing window is counted and reported; the stream goes on
-                self.faults["step_error"] += 1
-                self.last_error = f"{type(e).__name__}: {e}"
+            self.step_isolated()
+
+    def step_isolated(self, now: float | None = None) -> list[EmotionUpdate]:
+        """`step` as the step thread runs it: an exception is counted (faults.step_error, errors.step), handed to
+        on_error, and the stream goes on with the next step."""
+        try:
+            return self.step(now)
+        except Exception as e:  # a failing window is counted and reported; the stream goes on
+            self.faults["step_error"] += 1
+            self.last_error = f"{type(e).__name__}: {e}"
+            self._error("step", e)
+            return []
 
     def stop(self) -> None:
         self._stop.set()
@@ -554,7 +627,7 @@ class StreamRuntime:
         return {
             "rates_hz": {k: round(m.rate(now), 3) for k, m in self.rates.items()},
             "latency_ms": {k: v.summary() for k, v in self.latency.items()},
-            "counts": dict(self.counts), "faults": dict(self.faults),
+            "counts": dict(self.counts), "faults": dict(self.faults), "errors": dict(self.errors),
             "slow": dict(self.slow.counts) if self.slow is not None else {},
             "slow_last_error": self.slow.last_error if self.slow is not None else None,
             "step_last_error": self.last_error, "buffers": buffers,

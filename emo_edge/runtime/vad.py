@@ -17,6 +17,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from emo_edge.audio import SAMPLE_RATE
+
 try:  # optional: the energy VAD needs nothing
     import webrtcvad as _webrtcvad
 except ImportError:  # pragma: no cover - depends on the environment
@@ -29,7 +31,7 @@ VAD_KINDS = ("webrtc", "energy", "none")
 class WebRtcVad:
     """WebRTC VAD over FRAME_MS frames; aggressiveness 0 (most speech kept) .. 3 (most non-speech cut)."""
 
-    def __init__(self, rate: int = 16000, aggressiveness: int = 2):
+    def __init__(self, rate: int = SAMPLE_RATE, aggressiveness: int = 1):
         if _webrtcvad is None:
             raise ImportError("webrtcvad is not installed: pip install webrtcvad-wheels (or use vad='energy')")
         if rate not in (8000, 16000, 32000, 48000):
@@ -65,7 +67,7 @@ class NoVad:
         return True
 
 
-def make_vad(kind: str, rate: int = 16000, aggressiveness: int = 2) -> WebRtcVad | EnergyVad | NoVad:
+def make_vad(kind: str, rate: int = SAMPLE_RATE, aggressiveness: int = 1) -> WebRtcVad | EnergyVad | NoVad:
     if kind == "webrtc":
         return WebRtcVad(rate, aggressiveness)
     if kind == "energy":

@@ -27,9 +27,9 @@ from xml.etree import ElementTree
 
 import yaml
 
+from emo_edge.audio import SAMPLE_RATE  # Hz, mono: what the frontend expects
 from emo_edge.data.schema import Record, write_jsonl
 
-SAMPLE_RATE = 16000  # Hz, mono: what emo_edge.audio expects
 FFMPEG_TIMEOUT_S = 120
 LABELMAPS = Path(__file__).resolve().parents[1] / "labelmaps.yaml"
 

@@ -30,11 +30,11 @@ from rclpy.node import Node
 from rclpy.qos import qos_profile_sensor_data
 from sensor_msgs.msg import CompressedImage, Image
 
-from emo_edge.audio import load_wav
+from emo_edge.audio import SAMPLE_RATE, load_wav
 from emo_edge.vision import read_video
 from emo_edge_ros.convert import rgb_to_image, s_to_stamp, samples_to_chunk
 
-RATE = 16000  # Hz
+RATE = SAMPLE_RATE  # Hz, the model's one rate
 
 
 def load_clips(args: argparse.Namespace) -> list[dict[str, Any]]:
