@@ -307,17 +307,22 @@ class LlamaCppLM:
         """[BOS] (when the GGUF says add_bos) + the prefix's tokens: the start of every prompt."""
         return ([self.bos_id] if self.add_bos else []) + self.tokenize(prefix_text)
 
-    def generate(self, max_new_tokens: int = 64, on_token: Callable[[str], None] | None = None) -> str:
+    def generate(self, max_new_tokens: int = 64, on_token: Callable[[str], None] | None = None,
+                 gate: Callable[[], bool] | None = None) -> str:
         """Greedy continuation of the prefilled prompt until an end-of-generation token or the limit.
 
         Each decoded piece of text is passed to `on_token` as it is produced (leading spaces of the
-        answer dropped); returns the answer stripped, as `EmotionLLM.generate` does.
+        answer dropped); returns the answer stripped, as `EmotionLLM.generate` does. `gate` is called
+        before each token is decoded: it may block (to leave the CPU to other work for a moment) and
+        returns False to stop here (a cancelled request: the text so far is returned).
         """
         if self._logits is None:
             raise RuntimeError("generate() needs a prompt: call prefill() or answer() first")
         utf8 = codecs.getincrementaldecoder("utf-8")("replace")
         text, logits = "", self._logits
         for k in range(max_new_tokens):
+            if gate is not None and not gate():
+                break
             token = int(np.argmax(logits))
             if self.is_eog(token):
                 break
@@ -331,10 +336,13 @@ class LlamaCppLM:
         return (text + utf8.decode(b"", final=True)).strip()
 
     def answer(self, mm_embeds: np.ndarray, mm_mask: np.ndarray, suffix_text: str, max_new_tokens: int = 64,
-               on_token: Callable[[str], None] | None = None, prefix_text: str = PREFIX) -> str:
-        """The whole prompt from text and perception tokens, then the greedy answer."""
+               on_token: Callable[[str], None] | None = None, prefix_text: str = PREFIX,
+               gate: Callable[[], bool] | None = None) -> str:
+        """The whole prompt from text and perception tokens, then the greedy answer (`gate`: see `generate`)."""
+        if gate is not None and not gate():
+            return ""
         self.prefill(self.prefix_ids(prefix_text), mm_embeds, mm_mask, self.tokenize(suffix_text))
-        return self.generate(max_new_tokens, on_token)
+        return self.generate(max_new_tokens, on_token, gate)
 
     def logits_for(self, mm_embeds: np.ndarray, mm_mask: np.ndarray, suffix_text: str, prefix_text: str = PREFIX,
                    all_logits: bool = False) -> np.ndarray:

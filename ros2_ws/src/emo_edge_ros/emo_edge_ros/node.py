@@ -55,6 +55,8 @@ PARAMS: dict[str, tuple[Any, str]] = {
     "stale_s": (1.0, "s without input after which a modality is passed to the model as absent"),
     "vad": ("webrtc", "voice-activity detector: webrtc, energy or none"),
     "vad_aggressiveness": (1, "webrtc VAD: 0 keeps most speech .. 3 cuts most non-speech"),
+    "utterance_early_s": (0.15, "s of silence after which an utterance's answer goes out provisionally "
+                                "(withdrawn if speech resumes within the hangover; 0: answer only after it)"),
     "slow": ("utterance", "what starts the LLM: utterance, timer, both or off"),
     "slow_period_s": (10.0, "s between timer-started LLM runs"),
     "slow_policy": ("coalesce", "busy LLM: coalesce (the newest waiting request wins) or drop"),
@@ -64,8 +66,10 @@ PARAMS: dict[str, tuple[Any, str]] = {
     "frame_id": ("", "frame_id of the outputs when the input carries none (capture mode)"),
 }
 AUTOSTART = ("autostart", True, "configure and activate at start (false: wait for lifecycle transitions)")
-STREAM_KEYS = ("fast_hz", "stale_s", "vad", "vad_aggressiveness", "slow", "slow_period_s", "slow_policy", "reason",
-               "max_reason_tokens")
+STREAM_KEYS = ("fast_hz", "stale_s", "vad", "vad_aggressiveness", "utterance_early_s", "slow", "slow_period_s",
+               "slow_policy", "reason", "max_reason_tokens")
+STATUS = {"final": EmotionState.STATUS_FINAL, "provisional": EmotionState.STATUS_PROVISIONAL,
+          "withdrawn": EmotionState.STATUS_WITHDRAWN}
 WARN_EVERY_S = 2.0  # s, throttle of input warnings
 
 
@@ -264,6 +268,9 @@ class EmotionNode(LifecycleNode):
         msg.window_start, msg.window_end = s_to_stamp(u.window_start), s_to_stamp(u.window_end)
         msg.source = EmotionState.SOURCE_LLM if u.source == "llm" else EmotionState.SOURCE_HEAD
         msg.utterance_id, msg.voice_active = u.utterance_id, u.voice_active
+        msg.status = STATUS[u.status]
+        if u.speech_end:
+            msg.speech_end = s_to_stamp(u.speech_end)
         msg.video_present, msg.audio_present = u.present
         msg.latency_ms = float((self._now() - u.window_end) * 1000.0)  # up to the publish call itself
         self.state_pub.publish(msg)
@@ -271,7 +278,7 @@ class EmotionNode(LifecycleNode):
     def _publish_reasoning(self, r: ReasoningUpdate) -> None:
         msg = Reasoning()
         msg.header.stamp, msg.header.frame_id = s_to_stamp(r.window_end), self.frame_id
-        msg.utterance_id, msg.text, msg.done = r.utterance_id, r.text, r.done
+        msg.utterance_id, msg.text, msg.done, msg.status = r.utterance_id, r.text, r.done, STATUS[r.status]
         self.reason_pub.publish(msg)
 
     def _publish_diagnostics(self) -> None:
@@ -299,7 +306,7 @@ def diagnostic_level(st: dict[str, Any], new_faults: dict[str, int]) -> tuple[by
     if st.get("slow_last_error") or st.get("step_last_error"):
         parts.append(f"error: {st.get('step_last_error') or st.get('slow_last_error')}")
     if len(missing) == len(fresh):
-        return DiagnosticStatus.ERROR, "; ".join(parts)
+        return DiagnosticStatus.ERROR, "; ".join(parts + ["fast path paused until input returns"])
     if parts:
         return DiagnosticStatus.WARN, "; ".join(parts)
     return DiagnosticStatus.OK, "running"
