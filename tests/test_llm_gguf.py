@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -191,6 +192,7 @@ def test_export_errors(exported, tiny_ckpt, tmp_path):
 
 TORCH_FREE = """
 import sys
+import time
 sys.modules["torch"] = None  # any `import torch` now raises ImportError
 import numpy as np
 from emo_edge.runtime.llm import LlamaCppLM
@@ -238,3 +240,30 @@ def test_real_backbone_gemma3_embd_matches_token_path(tmp_path):
         raw = lm.prefill(pre, rows, np.ones(len(mid)), suf)
     assert np.abs(scaled - tokens).max() < 1e-3 and int(scaled.argmax()) == int(tokens.argmax())
     assert np.abs(raw - tokens).max() > 1.0  # unscaled rows are not the tokens: the quirk matters
+
+
+def test_gate_pauses_and_stops_the_decode(exported, perceived):
+    """The runtime's hook between tokens: it may block (the decode waits) and stops the answer when it says so."""
+    _, _, out, _ = exported
+    batch, _, mm, mask = perceived
+    calls: list[float] = []
+
+    def gate(stop_after: int | None, pause_s: float = 0.0):
+        def ask() -> bool:
+            calls.append(time.perf_counter())
+            time.sleep(pause_s)
+            return stop_after is None or len(calls) <= stop_after
+        return ask
+    with LlamaCppLM(out / "llm-f16.gguf", n_threads=1) as lm:
+        full: list[str] = []
+        answer = lm.answer(mm[0], mask[0], batch.suffixes[0], MAX_NEW, on_token=full.append, gate=gate(None, 0.01))
+        n_full = len(calls)
+        assert n_full >= 2 and answer == "".join(full).strip()
+        assert calls[-1] - calls[0] >= 0.01 * (n_full - 1)  # each token waited for the gate
+        calls.clear()
+        cut: list[str] = []
+        stop = n_full // 2  # the gate is asked once before the prompt, then before each token
+        partial = lm.answer(mm[0], mask[0], batch.suffixes[0], MAX_NEW, on_token=cut.append, gate=gate(stop))
+        assert len(calls) == stop + 1 and len(cut) <= stop - 1 and answer.startswith(partial)
+        calls.clear()
+        assert lm.answer(mm[0], mask[0], batch.suffixes[0], MAX_NEW, gate=gate(0)) == "" and len(calls) == 1

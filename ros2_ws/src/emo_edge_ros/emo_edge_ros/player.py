@@ -11,9 +11,9 @@ S16LE at 16 kHz, both stamped with the node clock at their capture time. Between
 frame is held with silence for --gap-s (a person in view, not speaking). --join makes utterances with
 pauses inside: clips are taken in groups of the given sizes (cycled; `--join 1 2`: one clip, then two
 joined, ...), and the clips of a group are played as one utterance with --inner-pause-s of silence
-between their speech (the silence at the joined ends is trimmed, so the pause is what --inner-pause-s
-says). --schedule writes each utterance's id, label and start/end stamps as JSON (a joined one with
-the ids, labels and its inner pauses), so a test can match outputs to utterances.
+between their speech (the silence at the joined ends, as the VAD hears it, is trimmed, so the pause
+is what --inner-pause-s says). --schedule writes each utterance's id, label and start/end stamps as
+JSON (a joined one with the ids, labels and its inner pauses), so a test can match outputs to utterances.
 
 --write-bag writes the same messages to an MCAP bag (topics /image or /image/compressed, and /audio)
 instead of publishing them: on a virtual clock, so it takes no longer than decoding the clips, and
@@ -36,6 +36,7 @@ from rclpy.qos import qos_profile_sensor_data
 from sensor_msgs.msg import CompressedImage, Image
 
 from emo_edge.audio import load_wav
+from emo_edge.runtime.vad import FRAME_MS, make_vad, webrtc_available
 from emo_edge.vision import read_video
 from emo_edge_ros.convert import rgb_to_image, s_to_stamp, samples_to_chunk
 
@@ -60,17 +61,12 @@ def load_clips(args: argparse.Namespace) -> list[dict[str, Any]]:
     return out
 
 
-TRIM_DB = 35.0  # dB under the loudest 30 ms frame: what counts as silence at a joined clip's ends
-
-
-def speech_span(wave: np.ndarray, frame: int = RATE * 30 // 1000) -> tuple[int, int]:
-    """(first, last) sample of `wave`'s speech: its 30 ms frames within TRIM_DB of the loudest."""
-    n = len(wave) // frame
-    if n == 0:
-        return 0, len(wave)
-    db = 10 * np.log10(np.mean(np.square(wave[:n * frame].reshape(n, frame), dtype=np.float64), axis=1) + 1e-12)
-    loud = np.flatnonzero(db >= db.max() - TRIM_DB)
-    return int(loud[0] * frame), int(min(len(wave), (loud[-1] + 1) * frame))
+def speech_span(wave: np.ndarray) -> tuple[int, int]:
+    """(first, last) sample of `wave`'s speech, as the node's default VAD (WebRTC, aggressiveness 1) hears it."""
+    n = RATE * FRAME_MS // 1000
+    vad = make_vad("webrtc" if webrtc_available() else "energy", RATE, 1)
+    speech = np.flatnonzero([vad.is_speech(wave[i:i + n]) for i in range(0, len(wave) - n + 1, n)])
+    return (int(speech[0] * n), int((speech[-1] + 1) * n)) if speech.size else (0, len(wave))
 
 
 def join_clips(clips: list[dict[str, Any]], pause_s: float) -> dict[str, Any]:
