@@ -44,6 +44,9 @@ class WideLLM:
     def perceive(self, *a: Any) -> dict[str, Any]:
         return self.rt.perceive(*a)
 
+    def set_llm_threads(self, n_threads: int) -> None:
+        self.lm.set_threads(n_threads)
+
     def answer(self, tokens: np.ndarray, mask: np.ndarray, task: str, subtitle: str | None, max_new_tokens: int = 96,
                on_token: Any = None, gate: Any = None) -> str:
         zeros = np.zeros((len(tokens), self.lm.n_embd), np.float32)
@@ -65,11 +68,13 @@ def feed(stream: StreamRuntime, seconds: float, stop: threading.Event) -> None:
         k += 1
 
 
-def run_option(rt: Any, fe: dict[str, Any], fast_hz: float, llm: bool, pause: bool, seconds: float,
+def run_option(rt: Any, fe: dict[str, Any], fast_hz: float, llm_threads: int | None, pause: bool, seconds: float,
                warmup_s: float, period_s: float) -> dict[str, Any]:
+    """One option: llm_threads None runs without the LLM (the baseline)."""
+    llm = llm_threads is not None
     states: list[tuple[float, EmotionUpdate, bool]] = []
     cfg = StreamConfig(fast_hz=fast_hz, vad="energy", slow="timer" if llm else "off", slow_period_s=period_s,
-                       llm_pause_for_fast=pause, max_reason_tokens=96)
+                       llm_pause_for_fast=pause, llm_threads=llm_threads, max_reason_tokens=96)
     holder: dict[str, StreamRuntime] = {}
 
     def on_state(u: EmotionUpdate) -> None:
@@ -88,7 +93,8 @@ def run_option(rt: Any, fe: dict[str, Any], fast_hz: float, llm: bool, pause: bo
         stream.stop()
     kept = [(t, u, busy) for t, u, busy in states if t >= t0 + warmup_s]
     times = [t for t, _, _ in kept]
-    out = {"llm": llm, "pause": pause, "n": len(kept), "busy_share": float(np.mean([b for *_, b in kept] or [0])),
+    out = {"llm_threads": llm_threads, "pause": pause, "n": len(kept),
+           "busy_share": float(np.mean([b for *_, b in kept] or [0])),
            "rate_hz": (len(times) - 1) / (times[-1] - times[0]) if len(times) > 1 else None,
            "latency_ms": summarize_ms([u.latency_ms / 1e3 for _, u, _ in kept]) if kept else None,
            "latency_while_llm_ms": summarize_ms([u.latency_ms / 1e3 for _, u, b in kept if b]) if any(
@@ -107,32 +113,32 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--fast-hz", type=float, default=2.0)
     ap.add_argument("--seconds", type=float, default=20.0, help="per option")
     ap.add_argument("--warmup-s", type=float, default=3.0)
-    ap.add_argument("--period-s", type=float, default=0.5, help="s between LLM requests (keeps it busy)")
+    ap.add_argument("--period-s", type=float, default=0.1,
+                    help="s between LLM requests (coalesced: the LLM never idles)")
     ap.add_argument("--out", type=Path, help="write the results here (JSON)")
     args = ap.parse_args(argv)
     from emo_edge.runtime.llm import LlamaCppLM
 
+    bundle = load_bundle(args.bundle, threads=args.threads)
+    rt: Any = EmotionRuntime(bundle)
+    lm = None
+    if args.gguf:
+        lm = LlamaCppLM(args.gguf, n_ctx=max(512, bundle.manifest["llm"]["n_ctx"]), n_threads=args.threads)
+        rt = WideLLM(rt, lm)
+    options = [(None, False)] + [(n, pause) for n in args.llm_threads for pause in (False, True)]
     results = []
-    for llm_threads in args.llm_threads:
-        bundle = load_bundle(args.bundle, threads=args.threads)
-        rt: Any = EmotionRuntime(bundle)
-        path = args.gguf or bundle.root / bundle.manifest["llm"]["files"][bundle.quant]
-        lm = LlamaCppLM(path, n_ctx=max(512, bundle.manifest["llm"]["n_ctx"]), n_threads=llm_threads)
-        if args.gguf:
-            rt = WideLLM(rt, lm)
-        else:
-            bundle._llm = lm
-        options = [(False, False)] if llm_threads == args.llm_threads[0] else []
-        for llm, pause in options + [(True, False), (True, True)]:
-            r = run_option(rt, bundle.frontend, args.fast_hz, llm, pause, args.seconds, args.warmup_s, args.period_s)
-            r.update(llm_threads=llm_threads if llm else None, threads=args.threads, fast_hz=args.fast_hz)
-            results.append(r)
-            lat = r["latency_while_llm_ms"] or r["latency_ms"]
-            print(f"llm {'on ' if llm else 'off'} threads {llm_threads} pause {pause!s:5}: rate "
-                  f"{r['rate_hz'] or 0:.2f} Hz, head latency p50 {lat['p50_ms']:.0f} ms p95 {lat['p95_ms']:.0f} ms "
-                  f"(LLM busy {r['busy_share']:.0%} of states, {r['llm_labels']} labels)", flush=True)
+    for llm_threads, pause in options:
+        r = run_option(rt, bundle.frontend, args.fast_hz, llm_threads, pause, args.seconds, args.warmup_s,
+                       args.period_s)
+        r.update(threads=args.threads, fast_hz=args.fast_hz)
+        results.append(r)
+        lat = r["latency_while_llm_ms"] or r["latency_ms"]
+        print(f"llm threads {llm_threads or 'off':3} pause {pause!s:5}: rate {r['rate_hz'] or 0:.2f} Hz, head "
+              f"latency p50 {lat['p50_ms']:.0f} ms p95 {lat['p95_ms']:.0f} ms (LLM busy at {r['busy_share']:.0%} of "
+              f"the states, {r['llm_labels']} labels)", flush=True)
+    if lm is not None:
         lm.close()
-        bundle.close()
+    bundle.close()
     if args.out:
         args.out.write_text(json.dumps(results, indent=1))
 

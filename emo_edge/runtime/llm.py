@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import codecs
 import ctypes
+import os
 from collections import deque
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -27,6 +28,12 @@ from typing import Any
 import numpy as np
 
 from emo_edge.prompts import PREFIX
+
+# llama.cpp's CPU backend runs on OpenMP threads, which by default spin after each decode call, waiting for
+# the next. In the live runtime the next call waits on purpose (between tokens while the fast path runs, or
+# for the next request): spinning then takes the cores from the perception and the rest of the robot. Set
+# before libgomp loads (it reads the variable once); an OMP_WAIT_POLICY already set is left as it is.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 try:  # optional: the core package installs without llama-cpp-python
     import llama_cpp as _llama_cpp
@@ -179,6 +186,12 @@ class LlamaCppLM:
             self.close()
         except Exception:  # interpreter shutdown may have torn the library down already
             pass
+
+    def set_threads(self, n_threads: int) -> None:
+        """CPU threads for the next decode calls (generation and prompt alike)."""
+        if n_threads < 1:
+            raise ValueError(f"n_threads must be >= 1, got {n_threads}")
+        self._lib.llama_set_n_threads(self._ctx, n_threads, n_threads)
 
     # -- vocabulary ---------------------------------------------------------------------------
     def meta(self, key: str) -> str | None:

@@ -32,6 +32,10 @@ class EmotionRuntime:
         """The `runtime` section of the target profile the bundle was exported for ({} for older bundles)."""
         return dict(self.bundle.manifest.get("target", {}).get("runtime") or {})
 
+    def set_llm_threads(self, n_threads: int) -> None:
+        """llama.cpp's CPU threads from now on (loads the LLM if it is not yet)."""
+        self.bundle.llm.set_threads(n_threads)
+
     def answer(self, tokens: np.ndarray, token_mask: np.ndarray, task: str, subtitle: str | None,
                max_new_tokens: int = 96, on_token: Callable[[str], None] | None = None,
                gate: Callable[[], bool] | None = None) -> str:

@@ -18,7 +18,8 @@ ignores everything but "final" gets exactly one head state and one LLM label per
 
 Fresh under load: while a fast-path update runs, the LLM worker waits between two tokens
 (`llm_pause_for_fast`), so the two do not compete for the same cores; the decode loses only the
-fast path's compute time.
+fast path's compute time. `llm_threads` sets llama.cpp's threads for the stream (both default to the
+bundle target profile's `runtime` section).
 
 End of input: a sliding window is computed only when input newer than the last one's end arrived, and
 it ends at the last input of the present modalities; with no fresh input at all the fast path pauses
@@ -97,6 +98,7 @@ class StreamConfig:
     subtitle: str | None = None  # a fixed transcript for the text modality (None: no text)
     latency_window: int = 512  # updates kept for latency statistics
     llm_pause_for_fast: bool | None = None  # LLM waits between tokens while a fast update runs; None: the profile's
+    llm_threads: int | None = None  # llama.cpp threads while streaming; None: the profile's runtime.llm_threads or kept
     numpy_blas_threads: int | None = 1  # numpy's BLAS threads for the whole process (None: left as it is)
     tune_malloc: bool = True  # keep large blocks on glibc's heap (emo_edge/process.py), for the whole process
 
@@ -122,6 +124,8 @@ class StreamConfig:
                 raise ValueError(f"stream.{name}={value!r}: choose one of {', '.join(options)}")
         if self.max_frames < 1 or self.max_side < 16 or self.latency_window < 1:
             raise ValueError("stream.max_frames, latency_window must be >= 1 and max_side >= 16")
+        if self.llm_threads is not None and self.llm_threads < 1:
+            raise ValueError(f"stream.llm_threads must be >= 1 or null, got {self.llm_threads}")
         if self.numpy_blas_threads is not None and self.numpy_blas_threads < 1:
             raise ValueError(f"stream.numpy_blas_threads must be >= 1 or null, got {self.numpy_blas_threads}")
 
@@ -383,6 +387,9 @@ class StreamRuntime:
         if self.window_s > self.cfg.buffer_s:
             raise ValueError(f"stream.buffer_s={self.cfg.buffer_s} is shorter than the {self.window_s} s window")
         self.pause_for_fast = runtime_setting(self.cfg.llm_pause_for_fast, runtime, "llm_pause_for_fast", True)
+        self.llm_threads = runtime_setting(self.cfg.llm_threads, runtime, "llm_threads", None)
+        if self.llm_threads is not None and self.cfg.slow != "off" and hasattr(runtime, "set_llm_threads"):
+            runtime.set_llm_threads(self.llm_threads)
         self._lock = threading.Lock()
         self.frames = FrameRing(self.cfg.buffer_s, self.cfg.max_frames)
         self.audio = AudioRing(self.fe.sample_rate, self.cfg.buffer_s)
@@ -560,8 +567,9 @@ class StreamRuntime:
     def _withdraw(self, utterance_id: int) -> None:
         """Speech resumed after a provisional end: forget it (a still waiting event is simply dropped)."""
         waiting = [u for u in self._utterances if u.id == utterance_id and u.status == "provisional"]
-        for u in waiting:
+        for u in waiting:  # void before it went out (speech resumed within the same step): nothing to take back
             self._utterances.remove(u)
+            self.counts["withdrawn_unsent"] += 1
         ans = self._open.pop(utterance_id, None)
         if ans is not None:
             self._withdraw_answer(utterance_id, ans)
@@ -766,4 +774,5 @@ class StreamRuntime:
             "step_last_error": self.last_error, "buffers": buffers,
             "inputs_fresh": {"video": video, "audio": audio}, "voice_active": self.tracker.active,
             "fast_path": self.fast_path, "provisional_open": len(self._open), "llm_pause_for_fast": self.pause_for_fast,
+            "llm_threads": self.llm_threads,
         }
