@@ -144,6 +144,11 @@ def test_bench_bag_end_to_end(default_bundle, tmp_path):
     assert 3.0 <= rates["head_states"] <= 5.0 and 25 <= rates["input_frames"] <= 35, rates
     md = (out / "results.md").read_text()
     assert "## ROS 2 replay" in md and "state_e2e_ms" in md
+    # per utterance from the VAD's end of speech: each clip answered, early, and once finally
+    u = r["utterances"]
+    assert u["n"] >= 1 and u["answered_early"] >= 1 and u["finals_per_utterance"] in ([1], [2], [1, 2]), u
+    assert 0 < u["label_ms"]["p50_ms"] < 1000 and "### Utterances" in md and "turn-taking" in md
+    assert r["head_while_reasoning"]["not_streaming"]["n"] >= 1 and (out / "utterance_latency.png").stat().st_size
 
 
 def _count_messages(bag: Path) -> dict[str, int]:

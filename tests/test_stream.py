@@ -295,6 +295,7 @@ def test_end_of_input_gives_no_state_past_the_last_input():
     sim = Sim(StreamConfig(fast_hz=4, vad="energy", slow="utterance", stale_s=0.5))
     sim.run(2.0)
     sim.run(0.8, wave_fn=tone)  # speech up to the end of the input: the VAD never hears it end
+    sim.run(0.1, wave_fn=tone, frames=False)  # the video ends 0.1 s before the audio (as a file's tracks may)
     last_input = sim.t
     n = len(sim.states)
     sim.run(3.0, frames=False, audio=False)
@@ -302,10 +303,12 @@ def test_end_of_input_gives_no_state_past_the_last_input():
     assert all(s.window_end <= last_input + 1e-6 for s in sim.states), [s.window_end for s in after]
     sliding = [s.window_end for s in sim.states if s.utterance_id == 0]
     assert len(sliding) == len(set(sliding))  # no window computed twice
+    # nor again without the video once it went stale: the input had stopped by then
+    assert all(s.present == (True, True) for s in sim.states), [(s.window_end, s.present) for s in after]
     finals = _utterance_states(sim, "head", "final")  # the input's end ended the utterance
     assert len(finals) == 1 and sim.rt.stats()["counts"]["utterances_ended_by_input"] == 1
     st = sim.rt.stats()
-    assert st["fast_path"] == "paused: no input" and st["counts"]["idle"] > 0
+    assert st["fast_path"] == "paused: no input" and st["counts"]["input_stopped"] > 0
     sim.run(1.0)  # input returns: the fast path with it
     assert sim.rt.stats()["fast_path"] == "running" and sim.states[-1].window_end > last_input
 

@@ -22,8 +22,9 @@ fast path's compute time. `llm_threads` sets llama.cpp's threads for the stream 
 bundle target profile's `runtime` section).
 
 End of input: a sliding window is computed only when input newer than the last one's end arrived, and
-it ends at the last input of the present modalities; with no fresh input at all the fast path pauses
-(`stats()["fast_path"]`) until input returns. Audio that stops mid-utterance ends the utterance.
+it ends at the last input of the present modalities; once no input arrived for half of `stale_s` the
+fast path pauses (`stats()["fast_path"]`) until input returns, so a modality going stale after the
+end does not bring back an old window without it. Audio that stops mid-utterance ends the utterance.
 
 Windows go through `clip_from_media`, the one preprocessing path of training and evaluation. An
 utterance window spans the speech (plus `utterance_lead_s` before and `utterance_tail_s` after) with
@@ -594,6 +595,11 @@ class StreamRuntime:
         if not ends:
             self.counts["idle"] += 1
             self.fast_path = "paused: no input"
+            return None
+        last_arrival = max(([self._last_frame_at] if video else []) + ([self._last_audio_at] if audio else []))
+        if now - last_arrival > self.cfg.stale_s / 2:  # the input stopped: its last windows are already out
+            self.counts["input_stopped"] += 1
+            self.fast_path = "paused: input stopped"
             return None
         t1 = min(ends)
         if t1 <= self._last_sliding_end + 1e-6:  # nothing new since the last window: it would be the same one
