@@ -5,6 +5,7 @@ from __future__ import annotations
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -243,27 +244,31 @@ def test_real_backbone_gemma3_embd_matches_token_path(tmp_path):
 
 
 def test_gate_pauses_and_stops_the_decode(exported, perceived):
-    """The runtime's hook between tokens: it may block (the decode waits) and stops the answer when it says so."""
+    """The runtime's hook between tokens and prompt chunks: it may block (the decode waits) and stops the answer."""
+    from emo_edge.prompts import suffix
+
     _, _, out, _ = exported
-    batch, _, mm, mask = perceived
+    _, _, mm, mask = perceived
+    reason = suffix("reason", None)  # a long answer, even from the tiny model
     calls: list[float] = []
 
-    def gate(stop_after: int | None, pause_s: float = 0.0):
+    def gate(stop: Callable[[], bool] = lambda: False, pause_s: float = 0.0) -> Callable[[], bool]:
         def ask() -> bool:
             calls.append(time.perf_counter())
             time.sleep(pause_s)
-            return stop_after is None or len(calls) <= stop_after
+            return not stop()
         return ask
     with LlamaCppLM(out / "llm-f16.gguf", n_threads=1) as lm:
         full: list[str] = []
-        answer = lm.answer(mm[0], mask[0], batch.suffixes[0], MAX_NEW, on_token=full.append, gate=gate(None, 0.01))
-        n_full = len(calls)
-        assert n_full >= 2 and answer == "".join(full).strip()
-        assert calls[-1] - calls[0] >= 0.01 * (n_full - 1)  # each token waited for the gate
-        calls.clear()
+        answer = lm.answer(mm[0], mask[0], reason, MAX_NEW, on_token=full.append, gate=gate(pause_s=0.01))
+        assert len(full) >= 3 and answer == "".join(full).strip()
+        assert len(calls) > len(full) + 3  # before each token, and before the prompt and each of its parts
+        assert calls[-1] - calls[0] >= 0.01 * (len(calls) - 1)  # each waited for the gate
         cut: list[str] = []
-        stop = n_full // 2  # the gate is asked once before the prompt, then before each token
-        partial = lm.answer(mm[0], mask[0], batch.suffixes[0], MAX_NEW, on_token=cut.append, gate=gate(stop))
-        assert len(calls) == stop + 1 and len(cut) <= stop - 1 and answer.startswith(partial)
+        partial = lm.answer(mm[0], mask[0], reason, MAX_NEW, on_token=cut.append,
+                            gate=gate(lambda: len(cut) >= 2))
+        assert len(cut) == 2 and answer.startswith(partial) and len(partial) < len(answer)
         calls.clear()
-        assert lm.answer(mm[0], mask[0], batch.suffixes[0], MAX_NEW, gate=gate(0)) == "" and len(calls) == 1
+        assert lm.answer(mm[0], mask[0], reason, MAX_NEW, gate=gate(lambda: len(calls) >= 2)) == ""
+        assert len(calls) == 2  # stopped inside the prompt: no token decoded
+        assert lm.answer(mm[0], mask[0], reason, MAX_NEW) == answer  # and the next answer is whole

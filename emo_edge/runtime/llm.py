@@ -50,6 +50,7 @@ except ImportError as e:  # pragma: no cover - depends on the environment
 ARCH_QUIRKS: dict[str, dict[str, str]] = {
     arch: {"token_embd_scale": "sqrt_n_embd"} for arch in ("gemma3", "gemma3n", "gemma4", "gemma-embedding")
 }
+PREFILL_CHUNK = 32  # prompt positions per llama_decode call when a gate may pause the prompt (a pause waits one)
 UNK_SURFACE = " \u2047 "  # what SentencePiece's decode writes for the unknown token
 LOG_LINES = 64  # llama.cpp log lines kept to explain a failure
 
@@ -68,6 +69,10 @@ def require_llama_cpp() -> Any:
         raise ImportError("llama-cpp-python is not installed: pip install llama-cpp-python "
                           "(CMAKE_ARGS='-DGGML_CUDA=on' on a Jetson)") from _LLAMA_IMPORT_ERROR
     return _llama_cpp
+
+
+class DecodeStopped(Exception):
+    """A gate stopped the prompt being fed (the request was withdrawn)."""
 
 
 class _LlamaLog:
@@ -139,6 +144,7 @@ class LlamaCppLM:
         # two batches, allocated once: token ids (batch.embd NULL) and float rows (batch.token NULL)
         self._tok_batch = lib.llama_batch_init(n_batch, 0, 1)
         self._embd_batch = lib.llama_batch_init(n_batch, self.n_embd, 1)
+        self._gate: Callable[[], bool] | None = None  # asked between prompt chunks while `answer` feeds one
         self.n_past = 0  # positions used so far in the current prompt
         self._logits: np.ndarray | None = None  # (n_vocab,) after the last fed position
 
@@ -273,8 +279,11 @@ class LlamaCppLM:
         if self.n_past + n_total > self.n_ctx:
             raise ValueError(f"prompt needs {self.n_past + n_total} positions, more than n_ctx={self.n_ctx}")
         out = []
-        for s in range(0, n_total, self.n_batch):
-            n = min(self.n_batch, n_total - s)
+        step = self.n_batch if self._gate is None else min(self.n_batch, PREFILL_CHUNK)
+        for s in range(0, n_total, step):
+            if self._gate is not None and not self._gate():
+                raise DecodeStopped
+            n = min(step, n_total - s)
             fill(batch, s, n)
             _fill_meta(batch, n, self.n_past, all_logits)
             self._decode(batch)
@@ -351,10 +360,18 @@ class LlamaCppLM:
     def answer(self, mm_embeds: np.ndarray, mm_mask: np.ndarray, suffix_text: str, max_new_tokens: int = 64,
                on_token: Callable[[str], None] | None = None, prefix_text: str = PREFIX,
                gate: Callable[[], bool] | None = None) -> str:
-        """The whole prompt from text and perception tokens, then the greedy answer (`gate`: see `generate`)."""
+        """The whole prompt from text and perception tokens, then the greedy answer. `gate` (see `generate`) is
+        also asked before the prompt and between its chunks, so a pause waits for at most PREFILL_CHUNK
+        positions and a stop ends the answer empty."""
         if gate is not None and not gate():
             return ""
-        self.prefill(self.prefix_ids(prefix_text), mm_embeds, mm_mask, self.tokenize(suffix_text))
+        self._gate = gate  # the prompt goes in chunks of PREFILL_CHUNK with the gate asked before each
+        try:
+            self.prefill(self.prefix_ids(prefix_text), mm_embeds, mm_mask, self.tokenize(suffix_text))
+        except DecodeStopped:
+            return ""
+        finally:
+            self._gate = None
         return self.generate(max_new_tokens, on_token, gate)
 
     def logits_for(self, mm_embeds: np.ndarray, mm_mask: np.ndarray, suffix_text: str, prefix_text: str = PREFIX,
