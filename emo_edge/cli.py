@@ -298,9 +298,17 @@ def run(
         if out is not None:
             out.close()
         b.close()
-    lat = {k: "-" if v is None else f"{v:.0f}" for k, v in stats["latency_ms"]["head"].items()}
-    console.print(f"head updates {stats['counts'].get('head_updates', 0)}, latency median {lat['median_ms']} ms, "
-                  f"p95 {lat['p95_ms']} ms; faults {stats['faults']}; errors {stats['errors']}")
+    counts = stats["counts"]
+    console.print(f"head updates {counts.get('head_updates', 0)}, llm answers {counts.get('llm_updates', 0)}, "
+                  f"utterances {counts.get('utterances', 0)} ({counts.get('confirmed', 0)} answered early, "
+                  f"{counts.get('withdrawn', 0)} early answers withdrawn); faults {stats['faults']}; "
+                  f"errors {stats['errors']}")
+    for kind, what in (("head", "sliding window"), ("head_utterance", "utterance"), ("llm", "llm label"),
+                       ("speech_label", "speech end -> label")):
+        lat = stats["latency_ms"][kind]
+        if lat["n"]:
+            console.print(f"  latency {what}: median {_round(lat['median_ms'])} ms, p95 {_round(lat['p95_ms'])} ms "
+                          f"(n {lat['n']})")
 
 
 @app.command()
@@ -394,7 +402,22 @@ def _bench_bag(bag: Path, bundle: Path, out: Path, threads: int, fast_hz: float 
         if s["state_e2e_ms"]:
             console.print(f"{what} states: {s['n']}, window end -> received p50 {s['state_e2e_ms']['p50_ms']:.0f} ms,"
                           f" p95 {s['state_e2e_ms']['p95_ms']:.0f} ms")
-    console.print(f"wrote {out / 'results.json'} and {out / 'results.md'} (replay logs under {out / 'replay'})")
+    u = r["utterances"]
+    console.print(f"utterances: {u['n']} ({u['answered_early']} answered early), {u['withdrawn']} provisional "
+                  f"answers withdrawn; from the end of speech (turn-taking gap ~{u['turn_taking_gap_ms']:.0f} ms):")
+    for key in ("label_ms", "llm_label_ms", "reasoning_first_ms", "reasoning_done_ms"):
+        if u[key]:
+            s = u[key]
+            console.print(f"  -> {key.removesuffix('_ms')}: p50 {s['p50_ms']:.0f} ms, p95 {s['p95_ms']:.0f} ms")
+    for k, hw in r["head_while_reasoning"].items():
+        if isinstance(hw, dict) and hw["state_e2e_ms"]:
+            console.print(f"sliding head states, reasoning {k.replace('_', ' ')}: {hw['n']}, p95 "
+                          f"{hw['state_e2e_ms']['p95_ms']:.0f} ms, rate {_round(hw['rate_hz'])} Hz")
+    console.print(f"wrote {out / 'results.json'}, {out / 'results.md'} and plots (replay logs under {out / 'replay'})")
+
+
+def _round(x: float | None, nd: int = 1) -> str:
+    return "-" if x is None else f"{x:.{nd}f}"
 
 
 if __name__ == "__main__":

@@ -31,7 +31,8 @@ class LineView:
         return None
 
     def state(self, u: Any) -> None:
-        utt = f" utterance {u.utterance_id}" if u.utterance_id else ""
+        utt = f" utterance {u.utterance_id}" + ("" if u.status == "final" else f" ({u.status})") if u.utterance_id \
+            else ""
         score = f" {max(u.scores):.2f}" if u.scores else ""
         text = " +text" if u.transcript else ""
         self.console.print(f"[bold]{u.source:4}[/] {u.label or '?':9}{score}{utt}{text}  latency {u.latency_ms:.0f} ms")
@@ -99,7 +100,8 @@ class LiveView(LineView):
         text, done = self.reason.get(utt, ("", False))
         head = Text(f"utterance {utt}: ", style="bold")
         if llm is not None:
-            head.append(f"LLM {llm.label or '?'} ({llm.latency_ms:.0f} ms)", style="cyan")
+            status = "" if llm.status == "final" else f", {llm.status}"
+            head.append(f"LLM {llm.label or '?'} ({llm.latency_ms:.0f} ms{status})", style="cyan")
             head.append("  text: " + (repr(llm.transcript) if llm.transcript else "absent"), style="dim")
         head.append("\n  " + text + ("" if done else " ▌"))
         return head

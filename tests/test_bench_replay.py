@@ -11,14 +11,49 @@ from pathlib import Path
 import pytest
 from ros_support import ROOT, needs_ros_ws, ros_environment
 
-from emo_edge.bench.replay import replay_summary
+from emo_edge.bench.replay import computed_states, head_while_reasoning, replay_summary, utterance_summary
 from emo_edge.bench.report import replay_markdown
 
 SYNTHEMO_TEST = ROOT / "data" / "synthemo" / "test.jsonl"
 
 
-def _state(received: float, stamp: float, latency_ms: float, source: str = "head", utt: int = 0) -> dict:
-    return {"received": received, "stamp": stamp, "latency_ms": latency_ms, "source": source, "utterance_id": utt}
+def _state(received: float, stamp: float, latency_ms: float, source: str = "head", utt: int = 0,
+           status: str = "final", speech_end: float = 0.0) -> dict:
+    return {"received": received, "stamp": stamp, "latency_ms": latency_ms, "source": source, "utterance_id": utt,
+            "status": status, "speech_end": speech_end}
+
+
+def _reason(received: float, stamp: float, utt: int, done: bool, status: str = "final") -> dict:
+    return {"received": received, "stamp": stamp, "utterance_id": utt, "done": done, "chars": 5, "status": status}
+
+
+def test_utterance_summary_by_hand():
+    """Utterance 1 answered early and confirmed; utterance 2's early answer withdrawn (speech resumed), then final."""
+    states = [
+        _state(10.2, 10.1, 100, utt=1, status="provisional", speech_end=10.0),
+        _state(10.5, 10.1, 400, "llm", 1, "provisional", 10.0),
+        _state(10.55, 10.1, 450, utt=1, speech_end=10.0), _state(10.56, 10.1, 460, "llm", 1, speech_end=10.0),
+        _state(20.2, 20.1, 100, utt=2, status="provisional", speech_end=20.0),
+        _state(20.4, 20.1, 300, utt=2, status="withdrawn", speech_end=20.0),
+        _state(21.6, 21.1, 500, utt=2, speech_end=21.0), _state(21.9, 21.1, 800, "llm", 2, speech_end=21.0),
+        _state(10.7, 10.65, 50), _state(10.95, 10.85, 100), _state(12.0, 11.99, 10), _state(12.5, 12.49, 10)]
+    reasoning = [_reason(10.6, 10.1, 1, False, "provisional"), _reason(10.9, 10.1, 1, False),
+                 _reason(11.0, 10.1, 1, True), _reason(22.0, 21.1, 2, False), _reason(22.3, 21.1, 2, True)]
+    u = utterance_summary(states, reasoning)
+    assert (u["n"], u["answered_early"], u["withdrawn"], u["utterances_with_withdrawals"]) == (2, 1, 1, 1)
+    assert u["finals_per_utterance"] == [2]  # one head state and one LLM label per utterance
+    expect = {"label_ms": (200, 600), "provisional_ms": (200,), "final_ms": (550, 600), "llm_label_ms": (500, 900),
+              "reasoning_first_ms": (600, 1000), "reasoning_done_ms": (1000, 1300)}
+    for key, values in expect.items():
+        assert [r[key] for r in u["per_utterance"] if r[key] is not None] == pytest.approx(list(values)), key
+    assert u["label_ms"]["p50_ms"] == pytest.approx(400.0)
+    # the confirmed answer's re-published finals and the withdrawal are not computed states
+    assert len(computed_states(states)) == len(states) - 3
+    hw = head_while_reasoning(states, reasoning)  # reasoning streamed over 10.6-11.0 and 22.0-22.3
+    assert hw["streaming"]["n"] == 2 and hw["streaming"]["state_e2e_ms"]["p50_ms"] == pytest.approx(75.0)
+    assert hw["streaming"]["rate_hz"] == pytest.approx(4.0)  # one 0.25 s gap inside
+    assert hw["not_streaming"]["n"] == 2 and hw["not_streaming"]["rate_hz"] == pytest.approx(2 / 1.55)
+    assert hw["streaming_s"] == pytest.approx(0.7)
 
 
 def test_replay_summary_by_hand():
@@ -109,6 +144,11 @@ def test_bench_bag_end_to_end(default_bundle, tmp_path):
     assert 3.0 <= rates["head_states"] <= 5.0 and 25 <= rates["input_frames"] <= 35, rates
     md = (out / "results.md").read_text()
     assert "## ROS 2 replay" in md and "state_e2e_ms" in md
+    # per utterance from the VAD's end of speech: each clip answered, early, and once finally
+    u = r["utterances"]
+    assert u["n"] >= 1 and u["answered_early"] >= 1 and u["finals_per_utterance"] in ([1], [2], [1, 2]), u
+    assert 0 < u["label_ms"]["p50_ms"] < 1000 and "### Utterances" in md and "turn-taking" in md
+    assert r["head_while_reasoning"]["not_streaming"]["n"] >= 1 and (out / "utterance_latency.png").stat().st_size
 
 
 def _count_messages(bag: Path) -> dict[str, int]:

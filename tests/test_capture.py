@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import socket
 import subprocess
@@ -164,13 +165,18 @@ def test_run_on_a_file_prints_states_and_reasoning(default_bundle, clips, tmp_pa
     assert res.returncode == 0, res.stdout[-2000:] + res.stderr[-2000:]
     recs = _records(out)
     states = [r for r in recs if r["type"] == "state"]
-    utt = [s for s in states if s["utterance_id"] > 0 and s["source"] == "head"]
+    utt = [s for s in states if s["utterance_id"] > 0 and s["source"] == "head" and s["status"] == "final"]
     assert len(utt) == 1 and utt[0]["present"] == [True, True] and utt[0]["label"] in utt[0]["labels"]
+    # the end of the file: no window computed twice, nor again without the video once it went stale
+    sliding = [s for s in states if s["utterance_id"] == 0]
+    assert len({s["window_end"] for s in sliding}) == len(sliding) and all(s["present"] == [True, True]
+                                                                            for s in sliding), sliding
     assert [s for s in states if s["source"] == "llm" and s["utterance_id"] == utt[0]["utterance_id"]]
     reasons = [r for r in recs if r["type"] == "reasoning"]
     assert reasons and reasons[-1]["done"] and len(reasons[-1]["text"]) > 20
     assert recs[-1]["type"] == "stats" and recs[-1]["latency_ms"]["head"]["median_ms"] > 0
-    assert "latency median" in res.stdout and "reason" in res.stdout
+    assert "latency sliding window: median" in res.stdout and "reason" in res.stdout
+    assert re.search(r"\d\.\d{3,} ms", res.stdout) is None, res.stdout  # rounded figures
 
 
 @needs_ffmpeg

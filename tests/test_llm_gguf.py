@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -191,6 +193,7 @@ def test_export_errors(exported, tiny_ckpt, tmp_path):
 
 TORCH_FREE = """
 import sys
+import time
 sys.modules["torch"] = None  # any `import torch` now raises ImportError
 import numpy as np
 from emo_edge.runtime.llm import LlamaCppLM
@@ -238,3 +241,34 @@ def test_real_backbone_gemma3_embd_matches_token_path(tmp_path):
         raw = lm.prefill(pre, rows, np.ones(len(mid)), suf)
     assert np.abs(scaled - tokens).max() < 1e-3 and int(scaled.argmax()) == int(tokens.argmax())
     assert np.abs(raw - tokens).max() > 1.0  # unscaled rows are not the tokens: the quirk matters
+
+
+def test_gate_pauses_and_stops_the_decode(exported, perceived):
+    """The runtime's hook between tokens and prompt chunks: it may block (the decode waits) and stops the answer."""
+    from emo_edge.prompts import suffix
+
+    _, _, out, _ = exported
+    _, _, mm, mask = perceived
+    reason = suffix("reason", None)  # a long answer, even from the tiny model
+    calls: list[float] = []
+
+    def gate(stop: Callable[[], bool] = lambda: False, pause_s: float = 0.0) -> Callable[[], bool]:
+        def ask() -> bool:
+            calls.append(time.perf_counter())
+            time.sleep(pause_s)
+            return not stop()
+        return ask
+    with LlamaCppLM(out / "llm-f16.gguf", n_threads=1) as lm:
+        full: list[str] = []
+        answer = lm.answer(mm[0], mask[0], reason, MAX_NEW, on_token=full.append, gate=gate(pause_s=0.01))
+        assert len(full) >= 3 and answer == "".join(full).strip()
+        assert len(calls) > len(full) + 3  # before each token, and before the prompt and each of its parts
+        assert calls[-1] - calls[0] >= 0.01 * (len(calls) - 1)  # each waited for the gate
+        cut: list[str] = []
+        partial = lm.answer(mm[0], mask[0], reason, MAX_NEW, on_token=cut.append,
+                            gate=gate(lambda: len(cut) >= 2))
+        assert len(cut) == 2 and answer.startswith(partial) and len(partial) < len(answer)
+        calls.clear()
+        assert lm.answer(mm[0], mask[0], reason, MAX_NEW, gate=gate(lambda: len(calls) >= 2)) == ""
+        assert len(calls) == 2  # stopped inside the prompt: no token decoded
+        assert lm.answer(mm[0], mask[0], reason, MAX_NEW) == answer  # and the next answer is whole

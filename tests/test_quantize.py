@@ -198,6 +198,8 @@ def test_shipped_profiles_load_and_fit_edge_small():
     assert nano.perception.graphs_at("int8") == ["image_encoder", "video_encoder", "audio_encoder"]
     assert nano.llm.quantization == "q4_k_m" and nano.llm.n_gpu_layers == -1
     assert load_profile("cpu-x86").perception.providers == ["CPUExecutionProvider"]
+    # the live stream's CPU split: on the 2-core CPU the LLM decodes on one core and pauses for the fast path
+    assert load_profile("cpu-x86").runtime.llm_threads == 1 and nano.runtime.llm_pause_for_fast
     # the int8 QDQ layout follows the runtime: TensorRT's rules on a Jetson, ONNX Runtime's CPU kernels on x86
     assert load_profile("cpu-x86").perception.quant_layout == "cpu"
     assert nano.perception.quant_layout == load_profile("jetson-orin-agx").perception.quant_layout == "tensorrt"
@@ -229,6 +231,8 @@ BASE = yaml.safe_load((Path(__file__).resolve().parents[1] / "export" / "cpu-x86
     ("llm", "n_gpu_layers", -2, r"llm.n_gpu_layers: must be an integer >= -1"),
     ("tensorrt", "max_batch", 0, r"tensorrt: need 1 <= min_batch <= opt_batch <= max_batch"),
     ("llm", "n_batch", 8, r"llm: unknown key\(s\) \['n_batch'\]"),
+    ("runtime", "llm_threads", 0, r"runtime.llm_threads: must be an integer >= 1, got 0"),
+    ("runtime", "llm_pause_for_fast", "yes", r"runtime.llm_pause_for_fast: must be true or false"),
 ])
 def test_bad_profiles_name_the_field(tmp_path, section, key, value, expect):
     data = json.loads(json.dumps(BASE))

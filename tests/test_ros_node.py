@@ -20,6 +20,7 @@ from ros_support import ROOT, Msg, _node, _recorder, needs_ros_ws, read_mcap, ro
 from emo_edge.bench.replay import interrupt
 
 N_CLIPS = 10
+FINAL, PROVISIONAL, WITHDRAWN = 0, 1, 2  # EmotionState.STATUS_*
 
 pytestmark = needs_ros_ws
 
@@ -61,8 +62,9 @@ def played(default_bundle, ros_env, tmp_path_factory) -> dict:
 
 
 def _per_clip(played: dict, source: int) -> list[tuple[str, str | None]]:
-    """(true label, the label of the utterance state whose window overlaps the clip most) per clip."""
-    states = [m for _, m in played["topics"].get("/emotion/state", []) if m.utterance_id > 0 and m.source == source]
+    """(true label, the label of the final utterance state whose window overlaps the clip most) per clip."""
+    states = [m for _, m in played["topics"].get("/emotion/state", [])
+              if m.utterance_id > 0 and m.source == source and m.status == FINAL]
     out = []
     for clip in played["schedule"]:
         def overlap(m, c=clip):
@@ -122,9 +124,16 @@ def test_reasoning_streams_and_ends_with_done(played):
         by_utt.setdefault(m.utterance_id, []).append(m)
     assert len(by_utt) >= N_CLIPS - 1
     for utt, ms in by_utt.items():
-        assert len(ms) >= 3 and ms[-1].done and not any(m.done for m in ms[:-1]), utt
-        assert all(len(b.text) >= len(a.text) for a, b in zip(ms, ms[1:], strict=False))
-        assert len(ms[-1].text) > 20
+        # the stream of the answer that stood (early answers whose speech went on end withdrawn), up to done
+        window = _t(ms[-1].header.stamp)
+        stood = [m for m in ms if _t(m.header.stamp) == window and m.status != WITHDRAWN]
+        first_done = next(i for i, m in enumerate(stood) if m.done)
+        growing = zip(stood[:first_done], stood[1:first_done + 1], strict=True)
+        assert first_done >= 2 and all(len(b.text) >= len(a.text) for a, b in growing)
+        # a subscriber that keeps only final messages gets exactly one done, with the whole text
+        final_done = [m for m in ms if m.status == FINAL and m.done]
+        assert len(final_done) == 1 and final_done[0] is ms[-1] and len(ms[-1].text) > 20, utt
+        assert ms[-1].text == stood[first_done].text
 
 
 def test_diagnostics_report_rates_and_latency(played):
@@ -140,13 +149,66 @@ def test_diagnostics_report_rates_and_latency(played):
     head_p95 = float(last["latency_ms.head.p95_ms"])
     print(f"fast path latency (window end -> state): median {head_median:.0f} ms, p95 {head_p95:.0f} ms")
     assert 0 < head_median <= head_p95
-    # utterance-end head states are reported apart: their window ends where the speech ends, and the VAD
-    # needs its hangover of silence to know that, so they wait at least hangover - tail (0.4 s by default)
+    # utterance-end head states are reported apart: their window ends where the speech ends. They go out after
+    # the short pause of utterance_early_s (0.15 s), not the 0.5 s hangover (which made them wait >= 0.4 s)
     utt_median = float(last["latency_ms.head_utterance.median_ms"])
+    speech_label = float(last["latency_ms.speech_label.median_ms"])
     print(f"utterance-end head latency: median {utt_median:.0f} ms, p95 "
-          f"{float(last['latency_ms.head_utterance.p95_ms']):.0f} ms")
-    assert int(last["latency_ms.head_utterance.n"]) >= N_CLIPS - 1 and utt_median >= 380
+          f"{float(last['latency_ms.head_utterance.p95_ms']):.0f} ms; VAD's end of speech -> label that stood: "
+          f"median {speech_label:.0f} ms, p95 {float(last['latency_ms.speech_label.p95_ms']):.0f} ms")
+    assert int(last["latency_ms.head_utterance.n"]) >= N_CLIPS - 1 and utt_median < 380
+    assert int(last["counts.confirmed"]) >= N_CLIPS - 2 and int(last["latency_ms.speech_label.n"]) >= N_CLIPS - 1
     assert "slow.submitted" in last and int(last["counts.utterances"]) >= N_CLIPS - 1
+
+
+def test_each_utterance_has_exactly_one_final_answer(played):
+    """Early answers are provisional; a subscriber that keeps only final states gets one head state and one LLM
+    label per utterance, and the head state says when the speech ended."""
+    states = [m for _, m in played["topics"]["/emotion/state"] if m.utterance_id > 0]
+    by_utt: dict[int, list] = {}
+    for m in states:
+        by_utt.setdefault(m.utterance_id, []).append(m)
+    assert len(by_utt) >= N_CLIPS - 1
+    for utt, ms in by_utt.items():
+        finals = [m for m in ms if m.status == FINAL]
+        assert sorted(m.source for m in finals) in ([0], [0, 1]), (utt, [(m.source, m.status) for m in ms])
+        head = next(m for m in finals if m.source == 0)
+        assert 0 < _t(head.window_end) - _t(head.speech_end) <= 0.1 + 1e-6  # the utterance_tail_s after the speech
+    assert sum(m.status == PROVISIONAL for m in states) >= N_CLIPS - 1  # answered early, then confirmed
+
+
+def test_pause_inside_an_utterance_gives_one_final_answer_covering_it(default_bundle, ros_env, tmp_path):
+    """Two SynthEmo clips joined by a 300 ms pause (longer than utterance_early_s, shorter than the hangover):
+    the early answer given in the pause is withdrawn, and one final answer covers both clips."""
+    from emo_edge.data.synth import generate
+
+    generate(tmp_path, 2, seed=0, split="test", workers=1, progress=False)
+    rec = _recorder(tmp_path / "out.mcap", ros_env, tmp_path / "recorder.log")
+    node = _node(default_bundle, ros_env, tmp_path / "node.log", fast_hz=2.0)
+    try:
+        player = subprocess.run([sys.executable, "-m", "emo_edge_ros.player", "--jsonl", str(tmp_path / "test.jsonl"),
+                                 "--limit", "2", "--join", "2", "--inner-pause-s", "0.3", "--schedule",
+                                 str(tmp_path / "schedule.json"), "--wait-subscribers", "120"],
+                                env=ros_env, capture_output=True, text=True, timeout=300)
+        assert player.returncode == 0, player.stderr[-3000:]
+        time.sleep(6)
+    finally:
+        interrupt(node)
+        interrupt(rec)
+    (joined,) = json.loads((tmp_path / "schedule.json").read_text())
+    (pause_start, pause_end), = joined["pauses"]
+    states = [m for _, m in read_mcap(tmp_path / "out.mcap", ros_env)["/emotion/state"] if m.utterance_id > 0]
+    print([(m.utterance_id, m.source, m.status, round(_t(m.speech_end) - joined["start"], 2)) for m in states])
+    finals = [m for m in states if m.status == FINAL]
+    assert sorted(m.source for m in finals) == [0, 1], "one final head state and one final LLM label"
+    head = next(m for m in finals if m.source == 0)
+    assert _t(head.window_start) < pause_start and _t(head.speech_end) > pause_end  # covers both clips
+    withdrawn = [m for m in states if m.status == WITHDRAWN]
+    early = [m for m in states if m.status == PROVISIONAL and m.source == 0]
+    assert withdrawn and all(m.utterance_id == head.utterance_id for m in states)
+    # an early answer went out in the inner pause, and was withdrawn when the second clip's speech began
+    assert any(pause_start - 0.2 <= _t(m.speech_end) <= pause_start + 0.05 for m in early), \
+        [(_t(m.speech_end) - pause_start) for m in early]
 
 
 def test_node_survives_faults_and_keeps_publishing(default_bundle, ros_env, tmp_path):

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import shutil
 import threading
+import time
 
 import numpy as np
 import pytest
@@ -47,7 +48,7 @@ class FakeModel:
         return {"scores": scores, "labels": ["happy" if loud else "neutral"], "va": np.array([[0.5, 0.3]]),
                 "tokens": np.zeros((1, 4, 8), np.float32), "token_mask": np.ones((1, 4), np.float32)}
 
-    def answer(self, tokens, token_mask, task, subtitle, max_new_tokens=96, on_token=None):
+    def answer(self, tokens, token_mask, task, subtitle, max_new_tokens=96, on_token=None, gate=None):
         if self.gate is not None:
             assert self.gate.wait(10)
         self.answers += 1
@@ -55,7 +56,11 @@ class FakeModel:
         if self.answers in self.fail_answers:
             raise RuntimeError(f"answer call {self.answers} failed on purpose")
         text = "happy" if task == "emotion" else "The voice is loud and bright, so the person is happy."
+        out = []
         for piece in text.split(" "):
+            if gate is not None and not gate():  # the runtime's gate: stop between two tokens when withdrawn
+                return " ".join(out)
+            out.append(piece)
             if on_token is not None:
                 on_token(piece + " ")
         return text
@@ -171,6 +176,24 @@ def test_vad_finds_real_speech(kind):
     assert flags[in_speech].mean() > 0.7 and flags[(t > 0.3) & (t < 0.9)].mean() < 0.1  # after 0.3 s to adapt
 
 
+def test_utterance_tracker_ends_early_then_withdraws_or_confirms():
+    tr = UtteranceTracker(frame_s=0.03, start_s=0.09, hangover_s=0.3, max_s=5.0, min_s=0.3, early_s=0.15)
+    # 0.6 s speech, a 0.21 s pause (> early_s, < hangover), 0.6 s speech, then silence
+    flags = [False] * 5 + [True] * 20 + [False] * 7 + [True] * 20 + [False] * 15
+    events = [(i, u) for i, f in enumerate(flags) if (u := tr.update(i * 0.03, f)) is not None]
+    assert [(i, u.status, u.id) for i, u in events] == [
+        (29, "provisional", 1),  # 5 silent frames (0.15 s) after the first run
+        (32, "withdrawn", 1),  # speech again on frame 32
+        (56, "provisional", 1),  # the same utterance ends early again
+        (61, "final", 1)]  # and the hangover (10 silent frames) confirms it
+    assert events[0][1].end == pytest.approx(25 * 0.03) and events[2][1].end == pytest.approx(52 * 0.03)
+    assert events[3][1].start == pytest.approx(5 * 0.03) and events[3][1].end == pytest.approx(52 * 0.03)
+    # too short for min_s: no provisional end, and no final either
+    assert [tr.update(3.0 + i * 0.03, f) for i, f in enumerate([True] * 5 + [False] * 12)] == [None] * 17
+    with pytest.raises(ValueError, match="early_s"):
+        UtteranceTracker(hangover_s=0.3, early_s=0.3)
+
+
 # -- the stream runtime -------------------------------------------------------------------------------
 
 def test_fast_path_runs_at_its_rate_with_latency_and_missing_modalities():
@@ -192,7 +215,8 @@ def test_fast_path_runs_at_its_rate_with_latency_and_missing_modalities():
 
 
 def test_utterance_end_gives_head_state_then_llm_label_and_streamed_reasoning():
-    sim = Sim(StreamConfig(fast_hz=0, vad="energy", slow="utterance", utterance_tail_s=0.1))
+    # early ends off: the answer waits for the hangover (the early path is tested below)
+    sim = Sim(StreamConfig(fast_hz=0, vad="energy", slow="utterance", utterance_tail_s=0.1, utterance_early_s=0))
     sim.run(1.0)
     sim.run(1.5, wave_fn=tone)  # speech from t=1.0 to 2.5
     sim.run(1.5)
@@ -211,6 +235,108 @@ def test_utterance_end_gives_head_state_then_llm_label_and_streamed_reasoning():
     assert len(texts) > 3 and [r.done for r in sim.reasoning] == [False] * (len(texts) - 1) + [True]
     assert all(b.startswith(a.strip()) for a, b in zip(texts, texts[1:], strict=False))
     assert texts[-1].endswith("happy.") and sim.reasoning[-1].utterance_id == 1
+
+
+def _utterance_states(sim: Sim, source: str, status: str | None = None) -> list:
+    return [s for s in sim.states if s.source == source and s.utterance_id > 0 and status in (None, s.status)]
+
+
+def test_pause_inside_an_utterance_withdraws_the_early_answer_and_ends_with_one_final_covering_it():
+    # two clips' worth of speech joined by a 300 ms pause: > utterance_early_s (0.15 s), < the 0.5 s hangover
+    gate = threading.Event()  # holds the LLM worker, so the withdrawal finds its job unfinished
+    sim = Sim(StreamConfig(fast_hz=0, vad="energy", slow="utterance"), FakeModel(answer_gate=gate))
+    sim.run(1.0)
+    sim.run(1.0, wave_fn=tone)  # speech 1.0 .. 2.0
+    sim.run(0.3)
+    early = _utterance_states(sim, "head", "provisional")
+    assert len(early) == 1 and early[0].utterance_id == 1  # answered in the pause, before the hangover
+    assert early[0].speech_end == pytest.approx(2.0, abs=0.04) and early[0].window_end < 2.3
+    sim.run(1.0, wave_fn=tone)  # speech again 2.3 .. 3.3: the early answer is void
+    withdrawn = [s for s in sim.states if s.status == "withdrawn"]
+    assert len(withdrawn) == 1 and withdrawn[0].utterance_id == 1
+    gate.set()
+    sim.run(1.5)
+    assert sim.rt.slow.wait_idle(10)
+    finals = _utterance_states(sim, "head", "final")
+    assert len(finals) == 1 and finals[0].utterance_id == 1
+    assert finals[0].window_start == pytest.approx(1.0, abs=0.04)
+    assert finals[0].speech_end == pytest.approx(3.3, abs=0.04)  # covers both parts
+    llm_final = _utterance_states(sim, "llm", "final")
+    assert len(llm_final) == 1 and llm_final[0].window_end == finals[0].window_end
+    # the cancelled job never answered (a provisional label of the second, confirmed end may be there)
+    assert all(s.speech_end > 3.0 for s in _utterance_states(sim, "llm"))
+    assert "withdrawn" not in {r.status for r in sim.reasoning} and sim.reasoning[-1].done
+    st = sim.rt.stats()
+    assert st["counts"]["withdrawn"] == 1 and st["counts"]["provisional"] == 2 and st["counts"]["utterances"] == 1
+    assert st["slow"]["cancelled"] == 1 and st["provisional_open"] == 0
+
+
+def test_early_answer_is_confirmed_without_recomputing():
+    for hold_llm in (True, False):  # the LLM label still running at the confirmation, or already out provisional
+        gate = threading.Event()
+        if not hold_llm:
+            gate.set()
+        model = FakeModel(answer_gate=gate)
+        sim = Sim(StreamConfig(fast_hz=0, vad="energy", slow="utterance"), model)
+        sim.run(1.0)
+        sim.run(1.5, wave_fn=tone)  # speech 1.0 .. 2.5
+        sim.run(0.3)
+        assert len(_utterance_states(sim, "head", "provisional")) == 1
+        if not hold_llm:
+            assert sim.rt.slow.wait_idle(10)  # label and reasoning out, provisional
+            assert len(_utterance_states(sim, "llm", "provisional")) == 1
+        sim.run(1.0)  # the hangover passes: confirmed
+        gate.set()
+        assert sim.rt.slow.wait_idle(10)
+        heads, llms = _utterance_states(sim, "head", "final"), _utterance_states(sim, "llm", "final")
+        assert len(heads) == 1 and len(llms) == 1, (hold_llm, sim.states)
+        early = _utterance_states(sim, "head", "provisional")[0]
+        assert heads[0].window_end == early.window_end and heads[0].label == early.label == "happy"
+        assert model.answers == 2 and sim.rt.stats()["counts"]["confirmed"] == 1  # one label + one reasoning
+        done = [r for r in sim.reasoning if r.done]
+        assert [r.status for r in done] == (["final"] if hold_llm else ["provisional", "final"])
+        assert done[-1].text.endswith("happy.")
+        # speech end -> the label that stood: the early one, one VAD frame + a step past utterance_early_s
+        lat = sim.rt.stats()["latency_ms"]["speech_label"]
+        assert lat["n"] == 1 and 150 <= lat["median_ms"] <= 150 + 30 + 20 + 1, lat
+
+
+def test_end_of_input_gives_no_state_past_the_last_input():
+    sim = Sim(StreamConfig(fast_hz=4, vad="energy", slow="utterance", stale_s=0.5))
+    sim.run(2.0)
+    sim.run(0.8, wave_fn=tone)  # speech up to the end of the input: the VAD never hears it end
+    sim.run(0.1, wave_fn=tone, frames=False)  # the video ends 0.1 s before the audio (as a file's tracks may)
+    last_input = sim.t
+    n = len(sim.states)
+    sim.run(3.0, frames=False, audio=False)
+    after = sim.states[n:]
+    assert all(s.window_end <= last_input + 1e-6 for s in sim.states), [s.window_end for s in after]
+    sliding = [s.window_end for s in sim.states if s.utterance_id == 0]
+    assert len(sliding) == len(set(sliding))  # no window computed twice
+    # nor again without the video once it went stale: the input had stopped by then
+    assert all(s.present == (True, True) for s in sim.states), [(s.window_end, s.present) for s in after]
+    finals = _utterance_states(sim, "head", "final")  # the input's end ended the utterance
+    assert len(finals) == 1 and sim.rt.stats()["counts"]["utterances_ended_by_input"] == 1
+    st = sim.rt.stats()
+    assert st["fast_path"] == "paused: no input" and st["counts"]["input_stopped"] > 0
+    sim.run(1.0)  # input returns: the fast path with it
+    assert sim.rt.stats()["fast_path"] == "running" and sim.states[-1].window_end > last_input
+
+
+def test_llm_waits_between_tokens_while_a_fast_update_computes():
+    for pause in (True, False):
+        sim = Sim(StreamConfig(fast_hz=0, vad="energy", slow="off", llm_pause_for_fast="on" if pause else "off"))
+        rt, waited = sim.rt, []
+        job = SlowJob(1, np.zeros((1, 1)), np.ones(1), 0, 1, 0, 0, (True, True))
+        rt._fast_idle.clear()  # as during a fast-path update
+        threading.Timer(0.2, rt._fast_idle.set).start()
+        t0 = time.monotonic()
+        assert rt._llm_gate(job)
+        waited.append(time.monotonic() - t0)
+        assert (waited[0] >= 0.15) == pause, waited
+        job.cancel.set()
+        assert not rt._llm_gate(job)
+    assert StreamRuntime(FakeModel(), FE, StreamConfig(slow="off")).pause_for_fast  # the default: pause
 
 
 def test_busy_slow_path_coalesces_or_drops_and_never_queues():
@@ -279,7 +405,7 @@ def test_memory_stays_bounded_under_a_burst():
 
 def test_config_rejects_impossible_settings():
     for bad in ({"vad": "silero"}, {"slow": "always"}, {"slow_policy": "queue"}, {"fast_hz": -1},
-                {"window_s": 20.0}, {"utterance_max_s": 20.0}):
+                {"window_s": 20.0}, {"utterance_max_s": 20.0}, {"utterance_early_s": 0.5}):
         with pytest.raises(ValueError, match=next(iter(bad))):
             StreamConfig(**bad)
 

@@ -15,6 +15,14 @@ so they can be unit-tested:
     reasoning_done_ms    an utterance's window end -> its Reasoning message with done = true received
     rates_hz             messages per second on each output, averaged over the replay (first state's window end
                          to the last output); the input rates the node reported on /diagnostics while fed
+    utterances           per utterance, from the VAD's end of speech (EmotionState.speech_end) to what the
+                         subscriber received: label_ms (the first head state that stood: a provisional one later
+                         confirmed, or the final one), provisional_ms / final_ms (head), llm_label_ms,
+                         reasoning_first_ms, reasoning_done_ms; withdrawn provisional answers counted
+    head_while_reasoning sliding-window head states received while a reasoning streamed vs. while none did:
+                         latency (window end -> received) and rate
+Only states the node computed count in the latency statistics: re-published confirmations and withdrawals
+are counted apart.
 
 A bag of SynthEmo clips: `python -m emo_edge_ros.player --jsonl data/synthemo/test.jsonl --limit 10
 --write-bag clips.mcap` (in the ROS environment).
@@ -39,7 +47,8 @@ from emo_edge.bench.stats import summarize_ms
 from emo_edge.runtime.settings import to_flat, yaml_scalar
 from emo_edge.runtime.stream import StreamConfig, latency_kind
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+TURN_TAKING_GAP_MS = 200.0  # ms, the typical gap between two speakers' turns in human conversation
 REPO_SETUP = Path(__file__).resolve().parents[2] / "ros2_ws" / "install" / "setup.bash"
 
 
@@ -89,11 +98,96 @@ def _diag_rate(diagnostics: list[dict[str, Any]], key: str) -> float | None:
     return statistics.median(vals) if vals else None
 
 
+def _status(m: dict[str, Any]) -> str:
+    return m.get("status", "final")
+
+
+def _stood(states: list[dict[str, Any]]) -> dict[tuple[int, str], dict[str, Any]]:
+    """(utterance id, source) -> the first state of the answer that stood: its final state, or the provisional one
+    it confirmed (a provisional state with the same speech end)."""
+    finals = {(s["utterance_id"], s["source"]): s for s in states if s["utterance_id"] and _status(s) == "final"}
+    out = {}
+    for key, final in finals.items():
+        early = [s for s in states if (s["utterance_id"], s["source"]) == key and _status(s) == "provisional"
+                 and abs(s.get("speech_end", 0.0) - final.get("speech_end", 0.0)) < 1e-3]
+        out[key] = min(early + [final], key=lambda s: s["received"])
+    return out
+
+
+def computed_states(states: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The states the node computed: all but withdrawals and the final re-publication of a confirmed answer."""
+    stood = _stood(states)
+    return [s for s in states if _status(s) != "withdrawn"
+            and not (_status(s) == "final" and s["utterance_id"]
+                     and stood.get((s["utterance_id"], s["source"])) not in (None, s))]
+
+
+def utterance_summary(states: list[dict[str, Any]], reasoning: list[dict[str, Any]]) -> dict[str, Any]:
+    """Per utterance: the VAD's end of speech -> each answer at the subscriber (ms); see the module docstring."""
+    stood, rows = _stood(states), []
+    for (utt, source), first in sorted(stood.items()):
+        if source != "head":
+            continue
+        end, head_final = first.get("speech_end", 0.0), [s for s in states if s["utterance_id"] == utt
+                                                          and s["source"] == "head" and _status(s) == "final"]
+        llm = stood.get((utt, "llm"))
+        # the reasoning of the answer that stood: stamped with the same window end, never withdrawn
+        rs = [r for r in reasoning if r["utterance_id"] == utt and abs(r["stamp"] - first["stamp"]) < 1e-3
+              and _status(r) != "withdrawn"]
+        done = [r for r in rs if r["done"]]
+
+        def ms(m: dict[str, Any] | None, end: float = end) -> float | None:
+            return None if m is None else (m["received"] - end) * 1e3
+        rows.append({
+            "utterance_id": utt, "speech_end": end, "early": _status(first) == "provisional",
+            "label_ms": ms(first), "provisional_ms": ms(first) if _status(first) == "provisional" else None,
+            "final_ms": ms(head_final[0]) if head_final else None, "llm_label_ms": ms(llm),
+            "reasoning_first_ms": ms(rs[0]) if rs else None, "reasoning_done_ms": ms(done[0]) if done else None,
+            "withdrawn": sum(s["utterance_id"] == utt and _status(s) == "withdrawn" for s in states)})
+    keys = ("label_ms", "provisional_ms", "final_ms", "llm_label_ms", "reasoning_first_ms", "reasoning_done_ms")
+    return {"n": len(rows), "answered_early": sum(r["early"] for r in rows),
+            "withdrawn": sum(_status(s) == "withdrawn" for s in states),
+            "utterances_with_withdrawals": sum(r["withdrawn"] > 0 for r in rows),
+            "finals_per_utterance": sorted({sum(s["utterance_id"] == r["utterance_id"] and _status(s) == "final"
+                                                for s in states) for r in rows}),
+            **{k: _ms([r[k] for r in rows if r[k] is not None]) for k in keys},
+            "turn_taking_gap_ms": TURN_TAKING_GAP_MS, "per_utterance": rows}
+
+
+def _streaming_intervals(reasoning: list[dict[str, Any]]) -> list[tuple[float, float]]:
+    """[first message, last message] received of each reasoning stream (one per utterance and window)."""
+    spans: dict[tuple[int, float], list[float]] = {}
+    for r in reasoning:
+        spans.setdefault((r["utterance_id"], round(r["stamp"], 3)), []).append(r["received"])
+    return sorted((min(v), max(v)) for v in spans.values())
+
+
+def head_while_reasoning(states: list[dict[str, Any]], reasoning: list[dict[str, Any]]) -> dict[str, Any]:
+    """Sliding-window head states received while a reasoning streamed vs. not: latency and rate (from the gaps
+    between consecutive states, each gap counted where its midpoint falls)."""
+    spans = _streaming_intervals(reasoning)
+    sliding = sorted((s for s in states if s["source"] == "head" and not s["utterance_id"]),
+                     key=lambda s: s["received"])
+
+    def busy(t: float) -> bool:
+        return any(a <= t <= b for a, b in spans)
+    out = {}
+    for name, want in (("streaming", True), ("not_streaming", False)):
+        e2e = [(s["received"] - s["stamp"]) * 1e3 for s in sliding if busy(s["received"]) == want]
+        gaps = [b["received"] - a["received"] for a, b in zip(sliding, sliding[1:], strict=False)
+                if busy((a["received"] + b["received"]) / 2) == want]
+        out[name] = {"n": len(e2e), "state_e2e_ms": _ms(e2e),
+                     "rate_hz": len(gaps) / sum(gaps) if gaps and sum(gaps) > 0 else None}
+    out["streaming_s"] = sum(b - a for a, b in spans)
+    return out
+
+
 def replay_summary(timings: dict[str, list[dict[str, Any]]], warmup_s: float) -> dict[str, Any]:
     """The decoded outputs of a replay (emo_edge_ros.timings) -> latency percentiles, counts and rates."""
-    states = timings.get("states", [])
-    if not states:
+    everything = timings.get("states", [])
+    if not everything:
         raise ValueError("replay: the node published no emotion state (see node.log in the output directory)")
+    states = computed_states(everything)
     start = min(s["stamp"] for s in states)
     kept = [s for s in states if s["stamp"] >= start + warmup_s]
     out: dict[str, Any] = {"warmup_s": warmup_s, "states_in_warmup": len(states) - len(kept),
@@ -111,13 +205,17 @@ def replay_summary(timings: dict[str, list[dict[str, Any]]], warmup_s: float) ->
     first: dict[int, float] = {}
     done: dict[int, float] = {}
     for r in timings.get("reasoning", []):
-        if r["stamp"] < start + warmup_s:
+        if r["stamp"] < start + warmup_s or _status(r) == "withdrawn":
             continue
         first.setdefault(r["utterance_id"], (r["received"] - r["stamp"]) * 1e3)
         if r["done"]:
-            done[r["utterance_id"]] = (r["received"] - r["stamp"]) * 1e3
+            done.setdefault(r["utterance_id"], (r["received"] - r["stamp"]) * 1e3)
     out["reasoning"] = {"utterances": len(first), "finished": len(done),
                         "reasoning_first_ms": _ms(list(first.values())), "reasoning_done_ms": _ms(list(done.values()))}
+    late = [s for s in everything if s["stamp"] >= start + warmup_s]
+    out["utterances"] = utterance_summary(late, [r for r in timings.get("reasoning", []) if r["stamp"] >= start
+                                                 + warmup_s])
+    out["head_while_reasoning"] = head_while_reasoning(kept, timings.get("reasoning", []))
     diags, duration = timings.get("diagnostics", []), out["duration_s"]
     out["rates_hz"] = {
         "head_states": sum(s["source"] == "head" for s in states) / duration,

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 PLOTS = ("latency.png", "budget_sweep.png")
+REPLAY_PLOT = "utterance_latency.png"
 BUSY_LOAD = 0.5  # load average per logical CPU before the run above which the numbers are flagged
 
 
@@ -276,12 +277,75 @@ def replay_markdown(replay: dict[str, Any]) -> str:
         f"are warm-up and not counted ({replay['states_in_warmup']}). Times are on the node's clock; `received` is "
         "when the recorder process got the message.", "",
         table(["latency", "n", "p50 / p95 / p99 ms"], rows), "",
-        table(["rate", "Hz"], rates)])
+        table(["rate", "Hz"], rates), "", _utterances_md(replay)])
+
+
+UTTERANCE_ROWS = (("label_ms", "the first head label that stood (early, or final)"),
+                  ("provisional_ms", "early (provisional, later confirmed) head label"),
+                  ("final_ms", "final head state"), ("llm_label_ms", "LLM label that stood"),
+                  ("reasoning_first_ms", "first reasoning message"), ("reasoning_done_ms", "reasoning done"))
+
+
+def _utterances_md(replay: dict[str, Any]) -> str:
+    """Per-utterance latency from the VAD's end of speech, and the head's freshness while reasoning streams."""
+    u = replay.get("utterances")
+    if u is None:
+        return ""
+    rows = [[f"speech end -> {what} (`{k}`)", str(u[k]["n"] if u[k] else 0), _ms3(u[k])] for k, what in UTTERANCE_ROWS]
+    hw = replay["head_while_reasoning"]
+    fresh = [[f"sliding head state, reasoning {k.replace('_', ' ')}", str(hw[k]["n"]), _ms3(hw[k]["state_e2e_ms"]),
+              _f(hw[k]["rate_hz"])] for k in ("streaming", "not_streaming")]
+    return "\n".join([
+        f"### Utterances: {u['n']} answered, {u['answered_early']} early; {u['withdrawn']} provisional answers "
+        f"withdrawn (in {u['utterances_with_withdrawals']} utterances); final states per utterance "
+        f"{u['finals_per_utterance']} (head + LLM)", "",
+        f"Human turn-taking gap for comparison: ~{u['turn_taking_gap_ms']:.0f} ms.", "",
+        table(["from the VAD's end of speech", "n", "p50 / p95 / p99 ms"], rows), "",
+        f"### Fast path while the LLM streams ({hw['streaming_s']:.1f} s of streaming)", "",
+        table(["head states", "n", "window end -> received p50 / p95 / p99 ms", "rate Hz"], fresh)])
+
+
+def plot_utterance_latency(replay: dict[str, Any], path: Path) -> None:
+    """Per-utterance latencies from the end of speech (points per utterance, bar at the median) with the human
+    turn-taking gap as a line, and the head's latency while reasoning streams vs. not."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    u, hw = replay["utterances"], replay["head_while_reasoning"]
+    fig, (ax, bx) = plt.subplots(1, 2, figsize=(14, 5), gridspec_kw={"width_ratios": [3, 1]})
+    for i, (k, _) in enumerate(UTTERANCE_ROWS):
+        vals = [r[k] for r in u["per_utterance"] if r[k] is not None]
+        ax.scatter(np.full(len(vals), i) + np.linspace(-0.2, 0.2, len(vals)), vals, s=14)
+        if vals:
+            ax.hlines(np.median(vals), i - 0.3, i + 0.3, color="k")
+    gap = u["turn_taking_gap_ms"]
+    ax.axhline(gap, color="r", ls="--", label=f"human turn-taking gap ~{gap:.0f} ms")
+    ax.set_xticks(range(len(UTTERANCE_ROWS)), [k.removesuffix("_ms") for k, _ in UTTERANCE_ROWS], rotation=20)
+    ax.set_yscale("log")
+    ax.set_ylabel("ms after the VAD's end of speech (line: median)")
+    ax.set_title(f"per utterance (n={u['n']}, {u['withdrawn']} provisional withdrawn)")
+    ax.legend(fontsize=8)
+    for i, k in enumerate(("streaming", "not_streaming")):
+        s = hw[k]["state_e2e_ms"]
+        if s is not None:
+            bx.bar(i, s["p50_ms"], yerr=[[0], [s["p95_ms"] - s["p50_ms"]]], capsize=4)
+    bx.set_xticks([0, 1], ["reasoning\nstreams", "no\nreasoning"])
+    bx.set_ylabel("sliding head state: window end -> received, ms (p50, whisker p95)")
+    bx.set_title("fast path freshness")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
 
 
 def write_replay_outputs(results: dict[str, Any], out: Path) -> None:
-    """results.json and results.md of `emo-edge bench --bag` (no plots: one section)."""
+    """results.json, results.md and the per-utterance latency plot of `emo-edge bench --bag`."""
     out.mkdir(parents=True, exist_ok=True)
+    if results["ros2_replay"].get("utterances", {}).get("n"):
+        plot_utterance_latency(results["ros2_replay"], out / REPLAY_PLOT)
+        results["plots"] = [REPLAY_PLOT]
     (out / "results.json").write_text(json.dumps(results, indent=2, default=str))
     m, c = results["machine"], results["config"]
     load = m["load_before"]["load_1min"]

@@ -7,6 +7,8 @@ A profile lives in `export/<name>.yaml` at the repository root (`cpu-x86`, `jets
                 precision per graph of `io_spec.GRAPHS` (fp32 | fp16 | int8) and the int8 QDQ layout
     tensorrt    engine build settings: workspace and the batch range of the optimisation profile
     llm         GGUF quantization (f16 | q8_0 | q4_k_m) and llama.cpp's n_ctx, n_threads, n_gpu_layers
+    runtime     how the live stream shares the CPU between the fast path and the LLM (llm_pause_for_fast,
+                llm_threads)
     tokens      optional *recommended* LLM token budget; the budget is fixed by training, so a
                 profile can only confirm the checkpoint's (`check_model` rejects any other)
 
@@ -128,12 +130,27 @@ class LLMProfile:
 
 
 @dataclass
+class RuntimeProfile:
+    """How the live runtime shares the target's CPU between the fast path and the LLM (read from the manifest)."""
+
+    llm_pause_for_fast: bool = True  # LLM decode waits between tokens while a fast-path update computes
+    llm_threads: int | None = None  # llama.cpp threads while the live stream runs (None: llm.n_threads / the bundle's)
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.llm_pause_for_fast, bool):
+            raise ValueError(f"runtime.llm_pause_for_fast: must be true or false, got {self.llm_pause_for_fast!r}")
+        if self.llm_threads is not None:
+            _at_least("runtime.llm_threads", self.llm_threads, 1)
+
+
+@dataclass
 class ExportProfile:
     name: str
     description: str = ""
     perception: PerceptionProfile = field(default_factory=PerceptionProfile)
     tensorrt: TensorRTProfile = field(default_factory=TensorRTProfile)
     llm: LLMProfile = field(default_factory=LLMProfile)
+    runtime: RuntimeProfile = field(default_factory=RuntimeProfile)
     tokens: dict[str, int] | None = None  # recommended token budget per stream; None: the checkpoint's
 
     def __post_init__(self) -> None:
@@ -164,7 +181,8 @@ class ExportProfile:
 # loading
 # ---------------------------------------------------------------------------------------------
 
-_SECTIONS = {"perception": PerceptionProfile, "tensorrt": TensorRTProfile, "llm": LLMProfile}
+_SECTIONS = {"perception": PerceptionProfile, "tensorrt": TensorRTProfile, "llm": LLMProfile,
+             "runtime": RuntimeProfile}
 
 
 def list_profiles() -> list[str]:

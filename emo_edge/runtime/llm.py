@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import codecs
 import ctypes
+import os
 from collections import deque
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -27,6 +28,12 @@ from typing import Any
 import numpy as np
 
 from emo_edge.prompts import PREFIX
+
+# llama.cpp's CPU backend runs on OpenMP threads, which by default spin after each decode call, waiting for
+# the next. In the live runtime the next call waits on purpose (between tokens while the fast path runs, or
+# for the next request): spinning then takes the cores from the perception and the rest of the robot. Set
+# before libgomp loads (it reads the variable once); an OMP_WAIT_POLICY already set is left as it is.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 try:  # optional: the core package installs without llama-cpp-python
     import llama_cpp as _llama_cpp
@@ -43,6 +50,7 @@ except ImportError as e:  # pragma: no cover - depends on the environment
 ARCH_QUIRKS: dict[str, dict[str, str]] = {
     arch: {"token_embd_scale": "sqrt_n_embd"} for arch in ("gemma3", "gemma3n", "gemma4", "gemma-embedding")
 }
+PREFILL_CHUNK = 32  # prompt positions per llama_decode call when a gate may pause the prompt (a pause waits one)
 UNK_SURFACE = " \u2047 "  # what SentencePiece's decode writes for the unknown token
 LOG_LINES = 64  # llama.cpp log lines kept to explain a failure
 
@@ -61,6 +69,10 @@ def require_llama_cpp() -> Any:
         raise ImportError("llama-cpp-python is not installed: pip install llama-cpp-python "
                           "(CMAKE_ARGS='-DGGML_CUDA=on' on a Jetson)") from _LLAMA_IMPORT_ERROR
     return _llama_cpp
+
+
+class DecodeStopped(Exception):
+    """A gate stopped the prompt being fed (the request was withdrawn)."""
 
 
 class _LlamaLog:
@@ -132,6 +144,7 @@ class LlamaCppLM:
         # two batches, allocated once: token ids (batch.embd NULL) and float rows (batch.token NULL)
         self._tok_batch = lib.llama_batch_init(n_batch, 0, 1)
         self._embd_batch = lib.llama_batch_init(n_batch, self.n_embd, 1)
+        self._gate: Callable[[], bool] | None = None  # asked between prompt chunks while `answer` feeds one
         self.n_past = 0  # positions used so far in the current prompt
         self._logits: np.ndarray | None = None  # (n_vocab,) after the last fed position
 
@@ -179,6 +192,12 @@ class LlamaCppLM:
             self.close()
         except Exception:  # interpreter shutdown may have torn the library down already
             pass
+
+    def set_threads(self, n_threads: int) -> None:
+        """CPU threads for the next decode calls (generation and prompt alike)."""
+        if n_threads < 1:
+            raise ValueError(f"n_threads must be >= 1, got {n_threads}")
+        self._lib.llama_set_n_threads(self._ctx, n_threads, n_threads)
 
     # -- vocabulary ---------------------------------------------------------------------------
     def meta(self, key: str) -> str | None:
@@ -260,8 +279,11 @@ class LlamaCppLM:
         if self.n_past + n_total > self.n_ctx:
             raise ValueError(f"prompt needs {self.n_past + n_total} positions, more than n_ctx={self.n_ctx}")
         out = []
-        for s in range(0, n_total, self.n_batch):
-            n = min(self.n_batch, n_total - s)
+        step = self.n_batch if self._gate is None else min(self.n_batch, PREFILL_CHUNK)
+        for s in range(0, n_total, step):
+            if self._gate is not None and not self._gate():
+                raise DecodeStopped
+            n = min(step, n_total - s)
             fill(batch, s, n)
             _fill_meta(batch, n, self.n_past, all_logits)
             self._decode(batch)
@@ -307,17 +329,22 @@ class LlamaCppLM:
         """[BOS] (when the GGUF says add_bos) + the prefix's tokens: the start of every prompt."""
         return ([self.bos_id] if self.add_bos else []) + self.tokenize(prefix_text)
 
-    def generate(self, max_new_tokens: int = 64, on_token: Callable[[str], None] | None = None) -> str:
+    def generate(self, max_new_tokens: int = 64, on_token: Callable[[str], None] | None = None,
+                 gate: Callable[[], bool] | None = None) -> str:
         """Greedy continuation of the prefilled prompt until an end-of-generation token or the limit.
 
         Each decoded piece of text is passed to `on_token` as it is produced (leading spaces of the
-        answer dropped); returns the answer stripped, as `EmotionLLM.generate` does.
+        answer dropped); returns the answer stripped, as `EmotionLLM.generate` does. `gate` is called
+        before each token is decoded: it may block (to leave the CPU to other work for a moment) and
+        returns False to stop here (a cancelled request: the text so far is returned).
         """
         if self._logits is None:
             raise RuntimeError("generate() needs a prompt: call prefill() or answer() first")
         utf8 = codecs.getincrementaldecoder("utf-8")("replace")
         text, logits = "", self._logits
         for k in range(max_new_tokens):
+            if gate is not None and not gate():
+                break
             token = int(np.argmax(logits))
             if self.is_eog(token):
                 break
@@ -331,10 +358,21 @@ class LlamaCppLM:
         return (text + utf8.decode(b"", final=True)).strip()
 
     def answer(self, mm_embeds: np.ndarray, mm_mask: np.ndarray, suffix_text: str, max_new_tokens: int = 64,
-               on_token: Callable[[str], None] | None = None, prefix_text: str = PREFIX) -> str:
-        """The whole prompt from text and perception tokens, then the greedy answer."""
-        self.prefill(self.prefix_ids(prefix_text), mm_embeds, mm_mask, self.tokenize(suffix_text))
-        return self.generate(max_new_tokens, on_token)
+               on_token: Callable[[str], None] | None = None, prefix_text: str = PREFIX,
+               gate: Callable[[], bool] | None = None) -> str:
+        """The whole prompt from text and perception tokens, then the greedy answer. `gate` (see `generate`) is
+        also asked before the prompt and between its chunks, so a pause waits for at most PREFILL_CHUNK
+        positions and a stop ends the answer empty."""
+        if gate is not None and not gate():
+            return ""
+        self._gate = gate  # the prompt goes in chunks of PREFILL_CHUNK with the gate asked before each
+        try:
+            self.prefill(self.prefix_ids(prefix_text), mm_embeds, mm_mask, self.tokenize(suffix_text))
+        except DecodeStopped:
+            return ""
+        finally:
+            self._gate = None
+        return self.generate(max_new_tokens, on_token, gate)
 
     def logits_for(self, mm_embeds: np.ndarray, mm_mask: np.ndarray, suffix_text: str, prefix_text: str = PREFIX,
                    all_logits: bool = False) -> np.ndarray:

@@ -27,8 +27,20 @@ class EmotionRuntime:
         out["labels"] = [self.labels[i] for i in scores.argmax(axis=-1)]
         return out
 
+    @property
+    def runtime_profile(self) -> dict[str, Any]:
+        """The `runtime` section of the target profile the bundle was exported for ({} for older bundles)."""
+        return dict(self.bundle.manifest.get("target", {}).get("runtime") or {})
+
+    def set_llm_threads(self, n_threads: int) -> None:
+        """llama.cpp's CPU threads from now on (loads the LLM if it is not yet)."""
+        self.bundle.llm.set_threads(n_threads)
+
     def answer(self, tokens: np.ndarray, token_mask: np.ndarray, task: str, subtitle: str | None,
-               max_new_tokens: int = 96, on_token: Callable[[str], None] | None = None) -> str:
-        """Slow path for one clip: the LLM's answer to `task`, streamed to `on_token` piece by piece."""
+               max_new_tokens: int = 96, on_token: Callable[[str], None] | None = None,
+               gate: Callable[[], bool] | None = None) -> str:
+        """Slow path for one clip: the LLM's answer to `task`, streamed to `on_token` piece by piece; `gate` is
+        asked before each token (it may pause the decode, or stop it by returning False)."""
         text = suffix(task, subtitle, self._template, self._instructions)
-        return self.bundle.llm.answer(tokens.astype(np.float32), token_mask, text, max_new_tokens, on_token=on_token)
+        return self.bundle.llm.answer(tokens.astype(np.float32), token_mask, text, max_new_tokens, on_token=on_token,
+                                      gate=gate)

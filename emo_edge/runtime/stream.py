@@ -7,6 +7,25 @@
     utterance end (or timer) ─► SlowPath: one job running, at most one waiting (coalesced or dropped, counted)
                  ─► LLM label (EmotionUpdate, source "llm") ─► reasoning streamed token by token (ReasoningUpdate)
 
+Early end of utterance: after `utterance_early_s` of silence the utterance ends provisionally: its head
+state and LLM job go out at once with status "provisional". If speech resumes before
+`utterance_hangover_s`, the answer is withdrawn: the LLM job is cancelled (between two tokens) and one
+state with status "withdrawn" tells subscribers to forget every provisional answer of that utterance id;
+the final answer then covers the whole utterance. If the hangover passes with no more speech, the
+provisional answer is confirmed without recomputing: its head state (and LLM label, once there) is
+re-published with status "final", and the reasoning streams on with status "final". So a subscriber that
+ignores everything but "final" gets exactly one head state and one LLM label per utterance.
+
+Fresh under load: while a fast-path update runs, the LLM worker waits between two tokens
+(`llm_pause_for_fast`), so the two do not compete for the same cores; the decode loses only the
+fast path's compute time. `llm_threads` sets llama.cpp's threads for the stream (both default to the
+bundle target profile's `runtime` section).
+
+End of input: a sliding window is computed only when input newer than the last one's end arrived, and
+it ends at the last input of the present modalities; once no input arrived for half of `stale_s` the
+fast path pauses (`stats()["fast_path"]`) until input returns, so a modality going stale after the
+end does not bring back an old window without it. Audio that stops mid-utterance ends the utterance.
+
 Windows go through `clip_from_media`, the one preprocessing path of training and evaluation. An
 utterance window spans the speech (plus `utterance_lead_s` before and `utterance_tail_s` after) with
 its audio starting at the window start, which is how the training clips are cut (the model is
@@ -25,7 +44,7 @@ import threading
 import time
 from collections import Counter, deque
 from collections.abc import Callable, Iterator
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any
 
 import numpy as np
@@ -38,7 +57,10 @@ from emo_edge.runtime.buffers import AudioRing, FrameRing, StreamInputError, fit
 from emo_edge.runtime.vad import FRAME_MS, VAD_KINDS, Utterance, UtteranceTracker, make_vad
 
 SLOW_TRIGGERS = ("utterance", "timer", "both", "off")
-LATENCY_KINDS = ("head", "head_utterance", "llm")
+# speech_label: the VAD's end of speech -> the first head state of the utterance that was not withdrawn
+LATENCY_KINDS = ("head", "head_utterance", "llm", "speech_label")
+ANSWER_STATUSES = ("final", "provisional", "withdrawn")
+FAST_PAUSE_MAX_S = 0.5  # s an LLM token waits for a fast-path update at most (a stuck update must not stall it)
 
 
 def latency_kind(source: str, utterance_id: int) -> str:
@@ -48,6 +70,7 @@ def latency_kind(source: str, utterance_id: int) -> str:
     that wait (about 0.4 s with the defaults), sliding-window ones do not."""
     return "head_utterance" if source == "head" and utterance_id else source
 SLOW_POLICIES = ("coalesce", "drop")
+PAUSE_CHOICES = ("profile", "on", "off")
 LABEL_TOKENS = 8  # LLM tokens allowed for the one-word label answer
 
 
@@ -80,6 +103,9 @@ class StreamConfig:
     vad_aggressiveness: int = setting(1, "webrtc VAD: 0 keeps most speech .. 3 cuts most non-speech", low=0, high=3)
     utterance_start_s: float = setting(0.12, "s of continuous speech that start an utterance", low=0)
     utterance_hangover_s: float = setting(0.5, "s of silence that end an utterance", low=0)
+    utterance_early_s: float = setting(0.15, "s of silence that end an utterance provisionally: its answer goes out "
+                                             "at once, withdrawn if speech resumes before the hangover (0: off)",
+                                       low=0)
     utterance_min_s: float = setting(0.3, "s; shorter utterances are ignored", low=0)
     utterance_max_s: float = setting(8.0, "s; longer speech is cut into utterances of this length", above=0)
     utterance_lead_s: float = setting(0.0, "s of context kept before the speech onset (training clips start with it)",
@@ -96,6 +122,11 @@ class StreamConfig:
     transcript_slack_s: float = setting(1.0, "s; a timed transcript stamped within this of an utterance's window "
                                              "belongs to it (older or later text: the text modality is absent)", low=0)
     latency_window: int = setting(512, "updates kept for latency statistics", low=1)
+    llm_pause_for_fast: str = setting("profile", "LLM decode waits between tokens while a fast-path update computes "
+                                                 "(profile: the bundle target's runtime.llm_pause_for_fast)",
+                                      choices=PAUSE_CHOICES)
+    llm_threads: int | None = setting(None, "llama.cpp threads while streaming (0: the bundle target's "
+                                            "runtime.llm_threads, else kept)", low=1, none_as=0)
     numpy_blas_threads: int | None = setting(1, "numpy's BLAS threads for the whole process (0: left as it is)",
                                              low=1, none_as=0)
     tune_malloc: bool = setting(True, "keep large blocks on glibc's heap (emo_edge/process.py), for the whole "
@@ -105,6 +136,9 @@ class StreamConfig:
         check_settings(self)
         if self.window_s is not None and not 0 < self.window_s <= self.buffer_s:
             raise ValueError(f"stream.window_s must be in (0, buffer_s={self.buffer_s}], got {self.window_s}")
+        if self.utterance_early_s >= self.utterance_hangover_s:
+            raise ValueError(f"stream.utterance_early_s must be < utterance_hangover_s={self.utterance_hangover_s} "
+                             f"(0: off), got {self.utterance_early_s}")
         if self.utterance_max_s + self.utterance_lead_s + self.utterance_tail_s > self.buffer_s:
             raise ValueError(f"stream.buffer_s={self.buffer_s} must hold an utterance_max_s={self.utterance_max_s} "
                              f"window with its padding")
@@ -144,6 +178,8 @@ class EmotionUpdate:
     voice_active: bool
     present: tuple[bool, bool]  # (video, audio) passed to the model as present
     transcript: str | None = None  # source "llm": the text passed to the LLM as the subtitle (None: text absent)
+    status: str = "final"  # final | provisional (may be withdrawn) | withdrawn (forget utterance_id's provisional)
+    speech_end: float = 0.0  # s, stream clock: the VAD's end of the utterance's speech (0: sliding window)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -157,6 +193,7 @@ class ReasoningUpdate:
     text: str
     done: bool
     window_end: float
+    status: str = "final"  # as EmotionUpdate.status; a withdrawn stream ends with done=True, status "withdrawn"
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -172,6 +209,33 @@ class SlowJob:
     valence: float
     arousal: float
     present: tuple[bool, bool]
+    status: str = "final"  # provisional until confirmed (-> final) or withdrawn (-> cancelled)
+    speech_end: float = 0.0
+    cancel: threading.Event = field(default_factory=threading.Event, repr=False)
+    label_update: EmotionUpdate | None = None  # the LLM label once emitted (re-published final on confirmation)
+    reasoning: str | None = None  # the finished reasoning, likewise
+
+
+@dataclass
+class OpenAnswer:
+    """An utterance's provisional answer while it may still be withdrawn."""
+
+    head: EmotionUpdate  # the provisional head state as published
+    job: SlowJob | None = None  # its LLM job (None: the slow path is off or had no tokens)
+
+    @property
+    def head_done(self) -> float:
+        """s, stream clock: when the head state was handed out."""
+        return self.head.window_end + self.head.latency_ms / 1000.0
+
+
+def runtime_setting(value: Any, runtime: Any, key: str, default: Any) -> Any:
+    """A stream setting: `value` when given, else the bundle target profile's `runtime.<key>` (as recorded in the
+    manifest, `runtime.runtime_profile`), else `default`."""
+    if value is not None:
+        return value
+    profile = getattr(runtime, "runtime_profile", None) or {}
+    return profile.get(key, default) if profile.get(key) is not None else default
 
 
 class LatencyStats:
@@ -223,6 +287,7 @@ class SlowPath:
         self.policy, self._work = policy, work
         self._cond = threading.Condition()
         self._pending: SlowJob | None = None
+        self._running: SlowJob | None = None
         self._busy = self._stop = False
         self.counts: Counter[str] = Counter()
         self.last_error: str | None = None
@@ -245,6 +310,21 @@ class SlowPath:
             self._cond.notify_all()
             return outcome
 
+    def cancel(self, utterance_id: int) -> bool:
+        """Withdraw utterance_id's job: a waiting one is removed, a running one told to stop at its next token."""
+        with self._cond:
+            if self._pending is not None and self._pending.utterance_id == utterance_id:
+                self._pending.cancel.set()
+                self._pending = None
+                self.counts["cancelled"] += 1
+                self._cond.notify_all()
+                return True
+            if self._running is not None and self._running.utterance_id == utterance_id:
+                self._running.cancel.set()
+                self.counts["cancelled"] += 1
+                return True
+            return False
+
     def _loop(self) -> None:
         while True:
             with self._cond:
@@ -253,6 +333,7 @@ class SlowPath:
                 if self._stop:
                     return
                 job, self._pending, self._busy = self._pending, None, True
+                self._running = job
             try:
                 self._work(job)
                 self.counts["done"] += 1
@@ -262,7 +343,7 @@ class SlowPath:
                 if self.on_error is not None:
                     self.on_error("slow_job", e)
             with self._cond:
-                self._busy = False
+                self._busy, self._running = False, None
                 self._cond.notify_all()
 
     def idle(self) -> bool:
@@ -346,16 +427,28 @@ class StreamRuntime:
         self.window_s = self.cfg.window_s or self.fe.window_seconds
         if self.window_s > self.cfg.buffer_s:
             raise ValueError(f"stream.buffer_s={self.cfg.buffer_s} is shorter than the {self.window_s} s window")
+        pause = {"profile": None, "on": True, "off": False}[self.cfg.llm_pause_for_fast]
+        self.pause_for_fast = runtime_setting(pause, runtime, "llm_pause_for_fast", True)
+        self.llm_threads = runtime_setting(self.cfg.llm_threads, runtime, "llm_threads", None)
+        if self.llm_threads is not None and self.cfg.slow != "off" and hasattr(runtime, "set_llm_threads"):
+            runtime.set_llm_threads(self.llm_threads)
         self._lock = threading.Lock()
         self.frames = FrameRing(self.cfg.buffer_s, self.cfg.max_frames)
         self.audio = AudioRing(self.fe.sample_rate, self.cfg.buffer_s)
         self.vad = make_vad(self.cfg.vad, self.fe.sample_rate, self.cfg.vad_aggressiveness)
         self.tracker = UtteranceTracker(FRAME_MS / 1000, self.cfg.utterance_start_s, self.cfg.utterance_hangover_s,
-                                        self.cfg.utterance_max_s, self.cfg.utterance_min_s)
+                                        self.cfg.utterance_max_s, self.cfg.utterance_min_s, self.cfg.utterance_early_s)
         self._vad_pos = 0  # absolute audio sample index the VAD has reached
-        self._utterances: deque[Utterance] = deque(maxlen=8)  # ended, waiting for their padding to arrive
+        self._utterances: deque[Utterance] = deque(maxlen=8)  # utterance events, waiting for their padding to arrive
+        self._cut_by_input: set[int] = set()  # utterance ids the end of input ended (no padding will come)
+        self._open: dict[int, OpenAnswer] = {}  # utterance id -> its provisional answer, until confirmed or withdrawn
+        self._answer_lock = threading.Lock()  # a job's status vs. the worker emitting its label and reasoning
+        self._fast_idle = threading.Event()  # clear while a fast-path update computes (the LLM waits, see above)
+        self._fast_idle.set()
         self._last_frame_at = self._last_audio_at = -np.inf  # clock times of the last accepted input
         self._next_fast = -np.inf
+        self._last_sliding_end = -np.inf  # window end of the last sliding update (a new one needs newer input)
+        self.fast_path = "starting"  # running | no new input | paused: no input (for diagnostics)
         self._last_slow = clock()
         self._last_head: EmotionUpdate | None = None
         self._last_tokens: tuple[np.ndarray, np.ndarray] | None = None
@@ -433,6 +526,7 @@ class StreamRuntime:
         """Run the VAD over new audio, finish ready utterances, and the sliding window when due."""
         now = self.clock() if now is None else now
         self._run_vad()
+        self._end_of_audio(now)
         out = self._finish_utterances(now)
         if self.cfg.fast_hz > 0 and now >= self._next_fast:
             period = 1.0 / self.cfg.fast_hz  # keep the cadence, but never catch up with a burst of updates
@@ -462,14 +556,33 @@ class StreamRuntime:
         for i in range(count):
             u = self.tracker.update(t0 + i * n / self.fe.sample_rate, self.vad.is_speech(seg[i * n:(i + 1) * n]))
             if u is not None:
-                self._utterances.append(u)
-                self.counts["utterances"] += 1
+                self._utterance_event(u)
+
+    def _end_of_audio(self, now: float) -> None:
+        """Audio that stopped mid-utterance (file end, microphone gone) for a hangover, or for half of stale_s
+        (so the input is still fresh for the answer), ends the utterance where the input ended."""
+        gone_s = min(self.cfg.utterance_hangover_s, self.cfg.stale_s / 2)
+        if self.tracker.active and now - self._last_audio_at >= gone_s:
+            u = self.tracker.flush()
+            if u is not None:
+                self.counts["utterances_ended_by_input"] += 1
+                self._cut_by_input.add(u.id)
+                self._utterance_event(u)
+
+    def _utterance_event(self, u: Utterance) -> None:
+        if u.status == "withdrawn":
+            self._withdraw(u.id)
+            return
+        self._utterances.append(u)
+        self.counts["utterances" if u.status == "final" else "provisional"] += 1
 
     def _finish_utterances(self, now: float) -> list[EmotionUpdate]:
         out = []
         while self._utterances:
             u = self._utterances[0]
             t0, t1 = u.start - self.cfg.utterance_lead_s, u.end + self.cfg.utterance_tail_s
+            if u.id in self._cut_by_input:
+                t1 = min(t1, self._input_end(now, t1))
             with self._lock:
                 video_in = self.frames.latest is not None and self.frames.latest >= t1
                 audio_in = self.audio.t_end is not None and self.audio.t_end >= t1
@@ -477,21 +590,93 @@ class StreamRuntime:
             if ((video and not video_in) or (audio and not audio_in)) and now - t1 < self.cfg.stale_s:
                 break  # the padding after the speech has not arrived yet
             self._utterances.popleft()
-            update = self._update(t0, t1, now, u.id, cut_audio=True)
+            self._cut_by_input.discard(u.id)
+            if u.status == "final" and self._confirm(u):
+                continue
+            update = self._update(t0, t1, now, u.id, cut_audio=True, status=u.status, speech_end=u.end)
             if update is not None:
                 out.append(update)
+                if u.status == "provisional":
+                    self._open[u.id] = OpenAnswer(update)
                 if self.cfg.slow in ("utterance", "both"):
                     self._submit(u.id, update)
         return out
 
+    def _input_end(self, now: float, default: float) -> float:
+        """The last input common to the fresh modalities (a window must not reach past it), or `default`."""
+        video, audio = self.fresh(now)
+        with self._lock:
+            ends = ([self.frames.latest] if video else []) + ([self.audio.t_end] if audio else [])
+        return min(ends) if ends else default
+
+    # -- provisional answers: confirmed or withdrawn --------------------------------------------------
+    def _confirm(self, u: Utterance) -> bool:
+        """The final end of an utterance: promote its provisional answer when it covers the same speech (True),
+        else withdraw that answer (False: the caller computes the final one)."""
+        ans = self._open.pop(u.id, None)
+        if ans is None:
+            return False
+        if abs(ans.head.speech_end - u.end) > 1e-6:  # speech went on past the provisional end (cut at max_s)
+            self._withdraw_answer(u.id, ans)
+            return False
+        now = self.clock()
+        self.counts["confirmed"] += 1
+        self.latency["speech_label"].add((ans.head_done - u.end) * 1000.0)
+        self._emit_state(replace(ans.head, status="final", latency_ms=(now - ans.head.window_end) * 1000.0), now,
+                         measured=False)
+        with self._answer_lock:
+            if ans.job is not None and not ans.job.cancel.is_set():
+                ans.job.status = "final"
+                if ans.job.label_update is not None:  # the label went out provisional: confirm it too
+                    label = replace(ans.job.label_update, status="final",
+                                    latency_ms=(now - ans.job.window_end) * 1000.0)
+                    self._emit_state(label, now, measured=False)
+                if ans.job.reasoning is not None and self.on_reasoning is not None:  # and a finished reasoning
+                    self.on_reasoning(ReasoningUpdate(u.id, ans.job.reasoning, True, ans.job.window_end, "final"))
+        return True
+
+    def _withdraw(self, utterance_id: int) -> None:
+        """Speech resumed after a provisional end: forget it (a still waiting event is simply dropped)."""
+        waiting = [u for u in self._utterances if u.id == utterance_id and u.status == "provisional"]
+        for u in waiting:  # void before it went out (speech resumed within the same step): nothing to take back
+            self._utterances.remove(u)
+            self.counts["withdrawn_unsent"] += 1
+        ans = self._open.pop(utterance_id, None)
+        if ans is not None:
+            self._withdraw_answer(utterance_id, ans)
+
+    def _withdraw_answer(self, utterance_id: int, ans: OpenAnswer) -> None:
+        with self._answer_lock:
+            if ans.job is not None:
+                ans.job.cancel.set()
+                ans.job.status = "withdrawn"
+        if self.slow is not None:
+            self.slow.cancel(utterance_id)
+        self.counts["withdrawn"] += 1
+        now = self.clock()
+        self._emit_state(replace(ans.head, status="withdrawn", latency_ms=(now - ans.head.window_end) * 1000.0), now,
+                         measured=False)
+
+    # -- the fast path ----------------------------------------------------------------------------------
     def _sliding_update(self, now: float) -> EmotionUpdate | None:
         video, audio = self.fresh(now)
         with self._lock:
             ends = ([self.frames.latest] if video else []) + ([self.audio.t_end] if audio else [])
         if not ends:
             self.counts["idle"] += 1
+            self.fast_path = "paused: no input"
+            return None
+        last_arrival = max(([self._last_frame_at] if video else []) + ([self._last_audio_at] if audio else []))
+        if now - last_arrival > self.cfg.stale_s / 2:  # the input stopped: its last windows are already out
+            self.counts["input_stopped"] += 1
+            self.fast_path = "paused: input stopped"
             return None
         t1 = min(ends)
+        if t1 <= self._last_sliding_end + 1e-6:  # nothing new since the last window: it would be the same one
+            self.counts["no_new_input"] += 1
+            self.fast_path = "no new input"
+            return None
+        self._last_sliding_end, self.fast_path = t1, "running"
         return self._update(t1 - self.window_s, t1, now, 0, cut_audio=False)
 
     def assemble(self, t0: float, t1: float, now: float, cut_audio: bool
@@ -516,13 +701,18 @@ class StreamRuntime:
         present = np.array([[video, video, wave is not None]], np.float32)
         return clip.image[None], clip.frames[None], clip.mel[None], present
 
-    def _update(self, t0: float, t1: float, now: float, utterance_id: int, cut_audio: bool) -> EmotionUpdate | None:
+    def _update(self, t0: float, t1: float, now: float, utterance_id: int, cut_audio: bool, status: str = "final",
+                speech_end: float = 0.0) -> EmotionUpdate | None:
         start = self.clock()
-        batch = self.assemble(t0, t1, now, cut_audio)
-        if batch is None:
-            self.counts["idle"] += 1
-            return None
-        out = self.rt.perceive(*batch)
+        self._fast_idle.clear()  # the LLM worker waits between tokens until this update is out
+        try:
+            batch = self.assemble(t0, t1, now, cut_audio)
+            if batch is None:
+                self.counts["idle"] += 1
+                return None
+            out = self.rt.perceive(*batch)
+        finally:
+            self._fast_idle.set()
         present = (bool(batch[3][0, 1]), bool(batch[3][0, 2]))
         va = np.asarray(out["va"])[0]
         done = self.clock()
@@ -530,15 +720,21 @@ class StreamRuntime:
             label=out["labels"][0], labels=self.labels, scores=[float(s) for s in np.asarray(out["scores"])[0]],
             valence=float(va[0]), arousal=float(va[1]), window_start=t0, window_end=t1,
             latency_ms=(done - t1) * 1000.0, compute_ms=(done - start) * 1000.0, source="head",
-            utterance_id=utterance_id, voice_active=self.tracker.active, present=present)
+            utterance_id=utterance_id, voice_active=self.tracker.active, present=present, status=status,
+            speech_end=speech_end)
         self._last_head, self._last_tokens = update, (out["tokens"][0], out["token_mask"][0])
+        if utterance_id and status == "final":
+            self.latency["speech_label"].add((done - speech_end) * 1000.0)
         self._emit_state(update, done)
         return update
 
-    def _emit_state(self, update: EmotionUpdate, t: float) -> None:
-        self.latency[latency_kind(update.source, update.utterance_id)].add(update.latency_ms)
-        self.rates[update.source].tick(t)
-        self.counts[f"{update.source}_updates"] += 1
+    def _emit_state(self, update: EmotionUpdate, t: float, measured: bool = True) -> None:
+        """Hand an update out; `measured` False for re-published ones (confirmations, withdrawals), which are
+        counted apart and left out of the latency and rate statistics."""
+        if measured:
+            self.latency[latency_kind(update.source, update.utterance_id)].add(update.latency_ms)
+            self.rates[update.source].tick(t)
+        self.counts[f"{update.source}_updates" if measured else f"{update.source}_{update.status}_republished"] += 1
         if self.on_state is not None:
             self.on_state(update)
 
@@ -548,42 +744,72 @@ class StreamRuntime:
             return
         tokens, mask = self._last_tokens
         self._last_slow = self.clock()
-        self.slow.submit(SlowJob(utterance_id, tokens, mask, head.window_start, head.window_end,
-                                 head.valence, head.arousal, head.present))
+        job = SlowJob(utterance_id, tokens, mask, head.window_start, head.window_end, head.valence, head.arousal,
+                      head.present, status=head.status, speech_end=head.speech_end)
+        if head.status == "provisional" and utterance_id in self._open:
+            self._open[utterance_id].job = job
+        self.slow.submit(job)
 
     def _submit_timer(self, now: float) -> None:
         self._last_slow = now
         if self._last_head is not None and now - self._last_head.window_end <= self.cfg.stale_s + self.window_s:
-            self._submit(self.tracker.take_id(), self._last_head)
+            self._submit(self.tracker.take_id(), replace(self._last_head, status="final", speech_end=0.0))
+
+    def _llm_gate(self, job: SlowJob) -> bool:
+        """Called by the decode loop before each token: waits while a fast-path update computes (when
+        pause_for_fast), and says whether to go on (False once the job is withdrawn)."""
+        if self.pause_for_fast and not self._fast_idle.is_set():
+            self.counts["llm_paused_for_fast"] += 1
+            self._fast_idle.wait(FAST_PAUSE_MAX_S)
+        return not job.cancel.is_set()
 
     def _slow_work(self, job: SlowJob) -> None:
+        if job.cancel.is_set():
+            return
         start = self.clock()
         subtitle = self.transcript_for(job.window_start, job.window_end)  # at job start: late text still counts
-        answer = self.rt.answer(job.tokens, job.token_mask, "emotion", subtitle, max_new_tokens=LABEL_TOKENS)
+        answer = self.rt.answer(job.tokens, job.token_mask, "emotion", subtitle, max_new_tokens=LABEL_TOKENS,
+                                gate=lambda: self._llm_gate(job))
         label = parse_label(answer, self.labels)
         if label is None:
             self.counts["llm_unparsed"] += 1
         done = self.clock()
-        self._emit_state(EmotionUpdate(
-            label=label or "", labels=[], scores=[], valence=job.valence, arousal=job.arousal,
-            window_start=job.window_start, window_end=job.window_end, latency_ms=(done - job.window_end) * 1000.0,
-            compute_ms=(done - start) * 1000.0, source="llm", utterance_id=job.utterance_id,
-            voice_active=self.tracker.active, present=job.present, transcript=subtitle), done)
+        with self._answer_lock:
+            if job.cancel.is_set():
+                return
+            job.label_update = EmotionUpdate(
+                label=label or "", labels=[], scores=[], valence=job.valence, arousal=job.arousal,
+                window_start=job.window_start, window_end=job.window_end, latency_ms=(done - job.window_end) * 1000.0,
+                compute_ms=(done - start) * 1000.0, source="llm", utterance_id=job.utterance_id,
+                voice_active=self.tracker.active, present=job.present, status=job.status, speech_end=job.speech_end,
+                transcript=subtitle)
+            self._emit_state(job.label_update, done)
         if self.cfg.reason:
             self._stream_reason(job, subtitle)
 
     def _stream_reason(self, job: SlowJob, subtitle: str | None) -> None:
         text: list[str] = []
 
+        def send(body: str, done: bool) -> None:
+            with self._answer_lock:  # the status as of now: a confirmation mid-stream turns it final
+                if done:
+                    job.reasoning = body
+                if self.on_reasoning is not None and (job.status != "withdrawn" or done):
+                    self.on_reasoning(ReasoningUpdate(job.utterance_id, body, done, job.window_end, job.status))
+
         def on_token(piece: str) -> None:
             text.append(piece)
-            if self.on_reasoning is not None:
-                self.on_reasoning(ReasoningUpdate(job.utterance_id, "".join(text), False, job.window_end))
+            send("".join(text), False)
 
         final = self.rt.answer(job.tokens, job.token_mask, "reason", subtitle,
-                               max_new_tokens=self.cfg.max_reason_tokens, on_token=on_token)
-        if self.on_reasoning is not None:
-            self.on_reasoning(ReasoningUpdate(job.utterance_id, final, True, job.window_end))
+                               max_new_tokens=self.cfg.max_reason_tokens, on_token=on_token,
+                               gate=lambda: self._llm_gate(job))
+        if job.cancel.is_set():
+            self.counts["llm_cancelled_mid_reasoning"] += 1
+            if text:  # subscribers saw part of it: end that stream as withdrawn
+                send("".join(text).strip(), True)
+            return
+        send(final, True)
 
     # -- running in the background ----------------------------------------------------------------
     def start(self, tick_s: float = 0.02) -> StreamRuntime:
@@ -632,4 +858,6 @@ class StreamRuntime:
             "slow_last_error": self.slow.last_error if self.slow is not None else None,
             "step_last_error": self.last_error, "buffers": buffers,
             "inputs_fresh": {"video": video, "audio": audio}, "voice_active": self.tracker.active,
+            "fast_path": self.fast_path, "provisional_open": len(self._open), "llm_pause_for_fast": self.pause_for_fast,
+            "llm_threads": self.llm_threads,
         }

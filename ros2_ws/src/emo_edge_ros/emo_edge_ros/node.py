@@ -49,6 +49,8 @@ from emo_edge_ros.inputs import audio_common_to_array, import_msg, live_speech_t
 from emo_edge_ros.params import AUDIO_TYPES, TRANSCRIPT_TYPES, node_parameters
 from emo_edge_ros.spin import spin_node
 
+STATUS = {"final": EmotionState.STATUS_FINAL, "provisional": EmotionState.STATUS_PROVISIONAL,
+          "withdrawn": EmotionState.STATUS_WITHDRAWN}
 WARN_EVERY_S = 2.0  # s, throttle of input warnings
 
 
@@ -343,6 +345,9 @@ class EmotionNode(LifecycleNode):
         msg.window_start, msg.window_end = s_to_stamp(u.window_start), s_to_stamp(u.window_end)
         msg.source = EmotionState.SOURCE_LLM if u.source == "llm" else EmotionState.SOURCE_HEAD
         msg.utterance_id, msg.voice_active = u.utterance_id, u.voice_active
+        msg.status = STATUS[u.status]
+        if u.speech_end:
+            msg.speech_end = s_to_stamp(u.speech_end)
         msg.video_present, msg.audio_present = u.present
         msg.text_present, msg.transcript = u.transcript is not None, u.transcript or ""
         msg.latency_ms = float((self._now() - u.window_end) * 1000.0)  # up to the publish call itself
@@ -353,7 +358,7 @@ class EmotionNode(LifecycleNode):
     def _publish_reasoning(self, r: ReasoningUpdate) -> None:
         msg = Reasoning()
         msg.header.stamp, msg.header.frame_id = s_to_stamp(r.window_end), self.frame_id
-        msg.utterance_id, msg.text, msg.done = r.utterance_id, r.text, r.done
+        msg.utterance_id, msg.text, msg.done, msg.status = r.utterance_id, r.text, r.done, STATUS[r.status]
         self.reason_pub.publish(msg)
 
     def _publish_diagnostics(self) -> None:
@@ -387,7 +392,9 @@ def diagnostic_level(st: dict[str, Any], new_faults: dict[str, int],
         parts.append(f"no {' or '.join(missing)} input")
     if st.get("slow_last_error") or st.get("step_last_error"):
         parts.append(f"error: {st.get('step_last_error') or st.get('slow_last_error')}")
-    if new_errors or len(missing) == len(fresh):
+    if len(missing) == len(fresh):
+        return DiagnosticStatus.ERROR, "; ".join(parts + ["fast path paused until input returns"])
+    if new_errors:
         return DiagnosticStatus.ERROR, "; ".join(parts)
     if parts:
         return DiagnosticStatus.WARN, "; ".join(parts)

@@ -4,11 +4,16 @@
     clip_player --clips a.mp4:a.wav b.mp4:b.wav
     clip_player --bag recording.mcap                              # image + audio messages of an MCAP bag
     clip_player --jsonl data/synthemo/test.jsonl --limit 2 --write-bag clips.mcap   # make such a bag
+    clip_player --jsonl data/synthemo/test.jsonl --limit 12 --join 1 2 --inner-pause-s 0.3 --write-bag b.mcap
 
 Frames go out at --fps (each clip frame held for as long as it lasts), audio in --chunk-ms chunks of
 S16LE at 16 kHz, both stamped with the node clock at their capture time. Between clips the last
-frame is held with silence for --gap-s (a person in view, not speaking). --schedule writes each
-clip's id, label and start/end stamps as JSON, so a test can match outputs to clips.
+frame is held with silence for --gap-s (a person in view, not speaking). --join makes utterances with
+pauses inside: clips are taken in groups of the given sizes (cycled; `--join 1 2`: one clip, then two
+joined, ...), and the clips of a group are played as one utterance with --inner-pause-s of silence
+between their speech (the silence at the joined ends, as the VAD hears it, is trimmed, so the pause
+is what --inner-pause-s says). --schedule writes each utterance's id, label and start/end stamps as
+JSON (a joined one with the ids, labels and its inner pauses), so a test can match outputs to utterances.
 
 --write-bag writes the same messages to an MCAP bag (topics /image or /image/compressed, and /audio)
 instead of publishing them: on a virtual clock, so it takes no longer than decoding the clips, and
@@ -31,6 +36,7 @@ from rclpy.qos import qos_profile_sensor_data
 from sensor_msgs.msg import CompressedImage, Image
 
 from emo_edge.audio import SAMPLE_RATE, load_wav
+from emo_edge.runtime.vad import FRAME_MS, make_vad, webrtc_available
 from emo_edge.vision import read_video
 from emo_edge_ros.convert import rgb_to_image, s_to_stamp, samples_to_chunk
 
@@ -52,6 +58,54 @@ def load_clips(args: argparse.Namespace) -> list[dict[str, Any]]:
         frames, fps = read_video(video)
         wave = load_wav(audio, RATE) if audio else np.zeros(int(len(frames) / (fps or 30) * RATE), np.float32)
         out.append({"id": cid, "label": label, "frames": frames, "fps": fps or 30.0, "wave": wave})
+    return out
+
+
+def speech_span(wave: np.ndarray) -> tuple[int, int]:
+    """(first, last) sample of `wave`'s speech, as the node's default VAD (WebRTC, aggressiveness 1) hears it."""
+    n = RATE * FRAME_MS // 1000
+    vad = make_vad("webrtc" if webrtc_available() else "energy", RATE, 1)
+    speech = np.flatnonzero([vad.is_speech(wave[i:i + n]) for i in range(0, len(wave) - n + 1, n)])
+    return (int(speech[0] * n), int((speech[-1] + 1) * n)) if speech.size else (0, len(wave))
+
+
+def join_clips(clips: list[dict[str, Any]], pause_s: float) -> dict[str, Any]:
+    """Clips -> one clip whose speech parts follow each other with `pause_s` of silence (the last frame held)."""
+    if len(clips) == 1:
+        return {**clips[0], "ids": [clips[0]["id"]], "labels": [clips[0]["label"]], "pauses": []}
+    fps = clips[0]["fps"]
+    waves, frames, pauses, t = [], [], [], 0.0
+    for i, c in enumerate(clips):
+        a, b = speech_span(c["wave"])
+        a, b = (a if i > 0 else 0), (b if i < len(clips) - 1 else len(c["wave"]))
+        seg = c["wave"][a:b]
+        n_out = int(np.ceil(len(seg) / RATE * fps))  # frames of this part at the first clip's rate (they cover seg)
+        src = [c["frames"][min(len(c["frames"]) - 1, int((a / RATE + k / fps) * c["fps"]))] for k in range(n_out)]
+        waves.append(seg)
+        frames += src
+        t += n_out / fps
+        if i < len(clips) - 1:
+            n_pause = int(round(pause_s * fps))
+            end = int(round((t + n_pause / fps) * RATE))  # the next part starts with its first frame
+            waves.append(np.zeros(end - sum(len(w) for w in waves), np.float32))
+            frames += [src[-1]] * n_pause
+            pauses.append([t, t + n_pause / fps])
+            t += n_pause / fps
+    labels = [c["label"] for c in clips]
+    return {"id": "+".join(c["id"] for c in clips), "ids": [c["id"] for c in clips], "labels": labels,
+            "label": labels[0] if len(set(labels)) == 1 else None, "frames": np.stack(frames), "fps": fps,
+            "wave": np.concatenate(waves).astype(np.float32), "pauses": pauses}
+
+
+def group_clips(clips: list[dict[str, Any]], sizes: list[int], pause_s: float) -> list[dict[str, Any]]:
+    """Consecutive clips in groups of `sizes` (cycled), each group joined into one utterance."""
+    if not sizes or min(sizes) < 1:
+        raise ValueError(f"--join: group sizes must be >= 1, got {sizes}")
+    out, i, k = [], 0, 0
+    while i < len(clips):
+        n = sizes[k % len(sizes)]
+        out.append(join_clips(clips[i:i + n], pause_s))
+        i, k = i + n, k + 1
     return out
 
 
@@ -176,7 +230,10 @@ def play_clips(node: ClipPlayer, clips: list[dict[str, Any]], gap_s: float, lead
         frames, fps, wave = c["frames"], c["fps"], c["wave"]
         seconds = max(len(frames) / fps, len(wave) / RATE)
         t0 = node.play(lambda rel, f=frames, r=fps: f[min(int(rel * r), len(f) - 1)], wave, seconds)
-        schedule.append({"id": c["id"], "label": c["label"], "start": t0, "end": t0 + seconds})
+        entry = {"id": c["id"], "label": c["label"], "start": t0, "end": t0 + seconds}
+        if len(c.get("ids", [])) > 1:  # a joined utterance: its clips and the pauses between them (stamps)
+            entry.update(ids=c["ids"], labels=c["labels"], pauses=[[t0 + a, t0 + b] for a, b in c["pauses"]])
+        schedule.append(entry)
         last = frames[-1]
         node.play(lambda rel, f=last: f, np.zeros(0, np.float32), gap_s)
     return schedule
@@ -215,6 +272,9 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--chunk-ms", type=float, default=20.0, help="audio chunk length, ms")
     ap.add_argument("--gap-s", type=float, default=1.5, help="silence between clips, s")
     ap.add_argument("--lead-s", type=float, default=1.0, help="silence before the first clip, s")
+    ap.add_argument("--join", type=int, nargs="+", default=[1],
+                    help="group sizes, cycled: the clips of a group are played as one utterance with inner pauses")
+    ap.add_argument("--inner-pause-s", type=float, default=0.3, help="with --join: silence between joined clips, s")
     ap.add_argument("--transport", choices=("raw", "compressed"), default="raw")
     ap.add_argument("--frame-id", default="camera")
     ap.add_argument("--wait-subscribers", type=float, default=30.0, help="s to wait for the node to subscribe")
@@ -237,7 +297,8 @@ def main(argv: list[str] | None = None) -> None:
         if args.bag:
             play_bag(node, args.bag, args.bag_image_topic, args.bag_audio_topic)
         else:
-            schedule = play_clips(node, load_clips(args), args.gap_s, args.lead_s)
+            schedule = play_clips(node, group_clips(load_clips(args), args.join, args.inner_pause_s), args.gap_s,
+                                  args.lead_s)
             if args.schedule:
                 args.schedule.write_text(json.dumps(schedule, indent=1))
     except KeyboardInterrupt:

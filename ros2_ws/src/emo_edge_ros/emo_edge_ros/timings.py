@@ -6,8 +6,10 @@
 statistics itself. Every time is in seconds on the node's clock; `received` is when the recorder got
 the message (the MCAP log time), `stamp` its header stamp (the input window's end).
 
-    {"states": [{received, stamp, latency_ms, source, utterance_id}],
-     "reasoning": [{received, stamp, utterance_id, done, chars}],
+    {"states": [{received, stamp, latency_ms, source, utterance_id, status, speech_end}],
+     "reasoning": [{received, stamp, utterance_id, done, chars, status}],
+
+status: final | provisional | withdrawn; speech_end: the VAD's end of speech (0.0 for sliding-window states).
      "diagnostics": [{received, values: {key: value}}]}
 """
 
@@ -23,16 +25,19 @@ from emo_edge_ros.convert import stamp_to_s
 from emo_edge_ros.recorder import message_class
 
 STATE_TOPIC, REASONING_TOPIC, DIAGNOSTICS_TOPIC = "/emotion/state", "/emotion/reasoning", "/diagnostics"
+STATUS_NAMES = ("final", "provisional", "withdrawn")  # EmotionState / Reasoning STATUS_* values, in order
 
 
 def _record(topic: str, received: float, msg: Any) -> tuple[str, dict[str, Any]] | None:
     if topic == STATE_TOPIC:
         return "states", {"received": received, "stamp": stamp_to_s(msg.header.stamp), "latency_ms": msg.latency_ms,
                           "source": "llm" if msg.source == msg.SOURCE_LLM else "head",
-                          "utterance_id": msg.utterance_id}
+                          "utterance_id": msg.utterance_id, "status": STATUS_NAMES[msg.status],
+                          "speech_end": stamp_to_s(msg.speech_end)}
     if topic == REASONING_TOPIC:
         return "reasoning", {"received": received, "stamp": stamp_to_s(msg.header.stamp),
-                             "utterance_id": msg.utterance_id, "done": msg.done, "chars": len(msg.text)}
+                             "utterance_id": msg.utterance_id, "done": msg.done, "chars": len(msg.text),
+                             "status": STATUS_NAMES[msg.status]}
     if topic == DIAGNOSTICS_TOPIC and msg.status:
         return "diagnostics", {"received": received, "values": {kv.key: kv.value for kv in msg.status[0].values}}
     return None
