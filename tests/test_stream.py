@@ -427,15 +427,32 @@ def _utterance_with_text(cfg: StreamConfig, text_at: float | None, text: str = "
 def test_transcript_within_the_utterance_reaches_the_llm_prompt():
     sim = _utterance_with_text(StreamConfig(fast_hz=0, vad="energy", transcript_slack_s=1.0), text_at=1.2)
     assert sim.model.subtitles == ["I got the job", "I got the job"]  # label and reason prompts
-    llm = [s for s in sim.states if s.source == "llm"]
+    llm = [s for s in sim.states if s.source == "llm" and s.status == "final"]
     assert len(llm) == 1 and llm[0].transcript == "I got the job"
     assert all(s.transcript is None for s in sim.states if s.source == "head")  # the head takes no text
+
+
+def test_a_transcript_arriving_after_the_provisional_answer_is_in_the_final_one():
+    """A recogniser's text typically lands after the speech ends: the provisional LLM job has already taken its
+    prompt without it, so the confirmation must not promote that answer but compute the final one with the text."""
+    sim = Sim(StreamConfig(fast_hz=0, vad="energy", utterance_early_s=0.15, utterance_hangover_s=0.5))
+    sim.run(1.0)
+    sim.run(1.5, wave_fn=tone)
+    sim.run(0.3)  # past the early end, before the hangover: the provisional job ran without text
+    assert sim.rt.slow.wait_idle(10)
+    assert [s.status for s in sim.states if s.source == "llm"] == ["provisional"]
+    sim.rt.push_transcript(2.4, "I got the job")
+    sim.run(1.2)
+    assert sim.rt.slow.wait_idle(10)
+    final = [s for s in sim.states if s.source == "llm" and s.status == "final"]
+    assert [s.transcript for s in final] == ["I got the job"]
+    assert sim.rt.stats()["counts"]["withdrawn_late_transcript"] == 1
 
 
 def test_stale_or_missing_transcript_leaves_text_absent_or_the_fixed_subtitle():
     stale = _utterance_with_text(StreamConfig(fast_hz=0, vad="energy", transcript_slack_s=0.5), text_at=0.1)
     assert stale.model.subtitles == [None, None]  # 0.9 s before the onset, outside 0.5 s of slack
-    assert [s.transcript for s in stale.states if s.source == "llm"] == [None]
+    assert [s.transcript for s in stale.states if s.source == "llm" and s.status == "final"] == [None]
     fixed = _utterance_with_text(StreamConfig(fast_hz=0, vad="energy", subtitle="fixed words"), text_at=None)
     assert fixed.model.subtitles == ["fixed words", "fixed words"]
 

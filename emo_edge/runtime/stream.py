@@ -214,6 +214,8 @@ class SlowJob:
     cancel: threading.Event = field(default_factory=threading.Event, repr=False)
     label_update: EmotionUpdate | None = None  # the LLM label once emitted (re-published final on confirmation)
     reasoning: str | None = None  # the finished reasoning, likewise
+    subtitle: str | None = None  # the transcript its prompts took (set when the job starts)
+    started: bool = False
 
 
 @dataclass
@@ -619,6 +621,12 @@ class StreamRuntime:
         if abs(ans.head.speech_end - u.end) > 1e-6:  # speech went on past the provisional end (cut at max_s)
             self._withdraw_answer(u.id, ans)
             return False
+        job = ans.job
+        if job is not None and job.started and self.transcript_for(job.window_start, job.window_end) != job.subtitle:
+            # a recogniser's text arrived after the provisional LLM job took its prompt: the final answer needs it
+            self.counts["withdrawn_late_transcript"] += 1
+            self._withdraw_answer(u.id, ans)
+            return False
         now = self.clock()
         self.counts["confirmed"] += 1
         self.latency["speech_label"].add((ans.head_done - u.end) * 1000.0)
@@ -768,6 +776,7 @@ class StreamRuntime:
             return
         start = self.clock()
         subtitle = self.transcript_for(job.window_start, job.window_end)  # at job start: late text still counts
+        job.subtitle, job.started = subtitle, True
         answer = self.rt.answer(job.tokens, job.token_mask, "emotion", subtitle, max_new_tokens=LABEL_TOKENS,
                                 gate=lambda: self._llm_gate(job))
         label = parse_label(answer, self.labels)
