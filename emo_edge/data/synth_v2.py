@@ -105,7 +105,8 @@ TILT = {"tilted": (14.0, 24.0), "upright": (0.0, 3.0)}  # |roll|, degrees
 GAZE = (0.045, 0.06)  # face units of iris shift sideways
 BLINK_GAP = (0.55, 0.85)  # seconds between blinks when "frequent"
 ONSET = {"sudden": (1.0, 2.0), "slow": (0.45, 0.6)}  # frames (sudden) or share of the clip (slow)
-CONTOUR = {"rising": (0.2, 0.3), "falling": (-0.25, -0.18)}  # relative pitch change over the utterance
+CONTOUR = {"rising": (0.5, 0.6), "falling": (-0.3, -0.22)}  # relative pitch change over the utterance
+CONTOUR_PUNCT = {"rising": "?", "falling": "."}  # espeak's question / statement intonation under the glide
 PAUSE_MS = (450, 650)
 RATE = {"fast": (1.25, 1.35), "slow": (0.8, 0.88)}  # times the family's words per minute
 LOUDNESS = (0.35, 0.5)  # gain at the quiet end of the ramp (the loud end is 1)
@@ -184,7 +185,7 @@ def render_audio(rng: np.random.Generator, family: str, text: str, attrs: dict[s
         "contour": round(float(rng.uniform(*CONTOUR[attrs["contour"]])), 3),
         "loudness_quiet": round(float(rng.uniform(*LOUDNESS)), 3),
     }
-    spoken = text.rstrip(".!?") + fam.punct
+    spoken = text.rstrip(".!?") + CONTOUR_PUNCT[attrs["contour"]]
     body = _ssml_with_pause(spoken, p["pause_ms"] > 0, p["pause_ms"])
     x = s1.speak_ssml(body, spoken, p["voice"], p["pitch"], p["wpm"], p["amplitude"], p["pitch_range"])
     x = resample_poly(x, *s1.RESAMPLE).astype(np.float32)
