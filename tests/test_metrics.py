@@ -267,8 +267,8 @@ def test_cue_precision_counts_hallucinated_options() -> None:
 
 
 @pytest.mark.parametrize(("reason", "expected"), [
-    ("The face fits worried or surprise. The voice fits worried or surprise. The answer is surprise.", "surprise"),
-    ("Visual cues fit neutral or sad. The contradicting words sound happy. Both point to sad.", "sad"),
+    ("The face fits worried or surprise. The voice fits worried or surprise. The answer is worried.", "worried"),
+    ("Visual cues fit neutral or sad. The contradicting words sound happy. Both point to neutral.", "neutral"),
     ("<think>Face: fits happy or angry.</think><answer>angry</answer>", "angry"),
     ("The face fits neutral or sad.", "sad"),  # the last label named in the last label-naming sentence
     ("No verdict here.", None),
@@ -285,6 +285,7 @@ def test_answer_reason_consistency_counts_disagreements_and_missing_answers() ->
     reasons = ["... The answer is sad.", "... The answer is neutral.", "... Both point to happy.", "no verdict"]
     assert answer_reason_consistency(["sad", "sad", None, "happy"], reasons) == 0.25
     assert answer_reason_consistency(["sad", "neutral"], reasons[:2]) == 1.0
+    assert answer_reason_consistency([None], ["no verdict"]) == 0.0  # nothing read on either side is no agreement
     with pytest.raises(ValueError, match="length mismatch"):
         answer_reason_consistency(["sad"], reasons)
 
