@@ -136,7 +136,8 @@ def eval_(
     bundle: Annotated[Path | None, typer.Option(help="evaluate an exported bundle (torch-free) instead")] = None,
     quant: Annotated[str | None, typer.Option(help="with --bundle: GGUF quantisation to use")] = None,
     precision: Annotated[str | None, typer.Option(help="with --bundle: perception precision fp32|int8")] = None,
-    answer_from: Annotated[str, typer.Option(help="llm (parse the generated answer) or head (fast head)")] = "llm",
+    answer_from: Annotated[str, typer.Option(help="llm (parse the generated answer), head (fast head) or reason "
+                                                  "(the reason's conclusion: one generation)")] = "llm",
     modalities: Annotated[str, typer.Option(help="views, a comma list of image (peak frame), video (temporal "
                                                  "frames), audio, text; video,audio,text means all")] = ALL_VIEWS,
     split: Annotated[str, typer.Option(help="split name when --data is a directory")] = "test",

@@ -351,3 +351,24 @@ def test_to_batch_masks_the_peak_frame_apart_from_the_frames() -> None:
     b = to_batch(frames, image, mel, off, on, ["emotion"] * 2, [None, None])  # training: one visual switch
     assert b.present.tolist() == [[0, 0, 1]] * 2 and not b.image.any()
     assert isinstance(b.image, torch.Tensor)
+
+
+def test_report_reads_the_label_from_the_reason_so_they_cannot_disagree() -> None:
+    from types import SimpleNamespace
+
+    from emo_edge.data.schema import Record
+    from emo_edge.eval.evaluate import Predictions, build_report
+
+    opts = ["rising pitch", "falling pitch", "tilted head", "upright head"]
+    records = [Record(id=f"c{i}", dataset="d", video="v.mp4", audio=None, subtitle="", label=lab,
+                      cues=["rising pitch", "upright head"], meta={"cue_options": opts, "label_cues": ["low pitch"]})
+               for i, lab in enumerate(["sad", "neutral"])]
+    fs = SimpleNamespace(records=records, bad=[])
+    reasons = ["Low pitch and rising pitch fit neutral or sad. The answer is sad.",
+               "A tilted head fits neutral or sad. The answer is neutral."]
+    # the quickstart's clip: a separate emotion answer "sad" while the reason concludes "neutral"
+    separate = build_report(fs, Predictions(["sad", "sad"], ["sad", "sad"], reasons), "llm", ("video",))
+    assert separate["answer_reason_consistency"] == 0.5 and separate["acc"] == 0.5
+    one = build_report(fs, Predictions(["sad", "sad"], reasons, reasons, from_reason=True), "reason", ("video",))
+    assert one["answer_reason_consistency"] == 1.0 and one["acc"] == 1.0
+    assert one["cue_recall"] == 0.25 and one["cue_precision"] == 0.5 and one["label_cue_recall"] == 0.5

@@ -21,10 +21,14 @@ from emo_edge.eval.metrics import (
     mean_cue_recall,
     parse_label,
     plot_confusion,
+    reason_conclusion,
 )
 from emo_edge.labels import LABELS
 
-ANSWER_SOURCES = ("llm", "head")
+# llm: the emotion task's short answer; head: the fast head; reason: the label read from the reason's
+# conclusion, one generation for both, so label and reason cannot disagree (see `Predictions`)
+ANSWER_SOURCES = ("llm", "head", "reason")
+REASON_TOKENS = 96  # generated tokens for a reason
 
 
 VIEWS: tuple[str, ...] = ("image", "video", "audio", "text")  # peak frame, temporal frames, audio, subtitle
@@ -64,13 +68,19 @@ def check_views(mods: tuple[str, ...], answer_from: str) -> None:
 
 @dataclass
 class Predictions:
+    """Raw predictions. With `from_reason` the answers ARE the reasons and each label is its reason's
+    conclusion (`reason_conclusion`), so answer and reason agree by construction; otherwise the
+    answers come from a separate emotion-task generation and may disagree with the reasons."""
+
     head: list[str] = field(default_factory=list)
-    answers: list[str] = field(default_factory=list)  # the LLM's raw emotion answers
+    answers: list[str] = field(default_factory=list)  # the LLM's raw emotion answers (or the reasons)
     reasons: list[str] = field(default_factory=list)
+    from_reason: bool = False
 
     @property
     def llm(self) -> list[str | None]:
-        return [parse_label(a) for a in self.answers]
+        read = reason_conclusion if self.from_reason else parse_label
+        return [read(a) for a in self.answers]
 
 
 @dataclass
@@ -106,7 +116,7 @@ def _collect(
     check_views(modalities, answer_from)
     runner, frontend = load()
     fs = load_features(find_split(data, split), frontend, limit=limit, progress=progress)
-    preds = Predictions()
+    preds = Predictions(from_reason=answer_from == "reason")
     predict(runner, EvalSet(fs, modalities), preds)
     return fs, preds
 
@@ -147,7 +157,7 @@ def reason_scores(records: list, preds: Predictions) -> dict[str, float | None]:
 
 def build_report(fs: Any, preds: Predictions, answer_from: str, modalities: tuple[str, ...]) -> dict[str, Any]:
     truth = [r.label for r in fs.records]
-    report = classification_report(truth, preds.llm if answer_from == "llm" else preds.head, LABELS)
+    report = classification_report(truth, preds.head if answer_from == "head" else preds.llm, LABELS)
     report.update({
         "answer_from": answer_from, "modalities": list(views(modalities)), "n_bad": len(fs.bad), "bad": fs.bad,
         **reason_scores(fs.records, preds),
@@ -200,10 +210,12 @@ def _checkpoint_runner(
             preds.head += [LABELS[i] for i in p["logits"].argmax(-1).tolist()]
             if answer_from == "llm":
                 preds.answers += model.generate(batch, max_new_tokens=8, perception=p)
-                if reason:
-                    rb = to_batch(fs.frames[idx], fs.image[idx], fs.mel[idx], v, a, ["reason"] * len(idx), subs,
-                                  image_on=i)
-                    preds.reasons += model.generate(rb, max_new_tokens=96, perception=p)
+            if answer_from == "reason" or (answer_from == "llm" and reason):
+                rb = to_batch(fs.frames[idx], fs.image[idx], fs.mel[idx], v, a, ["reason"] * len(idx), subs,
+                              image_on=i)
+                preds.reasons += model.generate(rb, max_new_tokens=REASON_TOKENS, perception=p)
+            if answer_from == "reason":
+                preds.answers = preds.reasons
 
     return load, predict
 
@@ -266,13 +278,16 @@ def evaluate_bundle(
         for idx, present, subs in es.batches(batch_size, progress):
             out = rt.perceive(fs.image[idx], fs.frames[idx], fs.mel[idx], present)
             preds.head += out["labels"]
-            if answer_from != "llm":
+            if answer_from == "head":
                 continue
             for j, sub in enumerate(subs):
                 tok, mask = out["tokens"][j], out["token_mask"][j]
-                preds.answers.append(rt.answer(tok, mask, "emotion", sub, max_new_tokens=8))
-                if reason:
-                    preds.reasons.append(rt.answer(tok, mask, "reason", sub, max_new_tokens=96))
+                if answer_from == "llm":
+                    preds.answers.append(rt.answer(tok, mask, "emotion", sub, max_new_tokens=8))
+                if answer_from == "reason" or reason:
+                    preds.reasons.append(rt.answer(tok, mask, "reason", sub, max_new_tokens=REASON_TOKENS))
+            if answer_from == "reason":
+                preds.answers = preds.reasons
 
     report = _run(load, data, answer_from, modalities, split, limit, progress, predict,
                   {"bundle": str(bundle)})
