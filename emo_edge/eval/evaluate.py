@@ -28,7 +28,9 @@ from emo_edge.labels import LABELS
 # llm: the emotion task's short answer; head: the fast head; reason: the label read from the reason's
 # conclusion, one generation for both, so label and reason cannot disagree (see `Predictions`)
 ANSWER_SOURCES = ("llm", "head", "reason")
-REASON_TOKENS = 96  # generated tokens for a reason
+# Most tokens a generated reason may take. Greedy generation stops at EOS well before: v1 reasons are
+# 62-89 tokens with the shipped tokenizer; SynthEmo v2 reasons, naming ten attributes, 130-156.
+REASON_TOKENS = 192
 
 
 VIEWS: tuple[str, ...] = ("image", "video", "audio", "text")  # peak frame, temporal frames, audio, subtitle
