@@ -221,17 +221,30 @@ def onset_profile(n: int, rng: np.random.Generator, onset: str) -> tuple[np.ndar
 
 
 def blink_frames(n: int, rng: np.random.Generator, blinking: str, apex: int) -> tuple[np.ndarray, int]:
-    """Eye-opening factor per frame (0 closed) and the number of blinks; none near the apex frame."""
+    """Eye-opening factor per frame (0 closed, 2-frame blinks) and the number of blinks.
+
+    "frequent": a blink every 0.55-0.85 s, the gaps shrunk on short clips so that even the shortest
+    (about 1.2 s) shows at least two; never within 2 frames of the apex (the peak frame has open eyes).
+    """
     f = np.ones(n)
     if blinking == "none":
         return f, 0
-    count, t = 0, rng.uniform(0.15, 0.4) * s1.FPS
+    scale = min(1.0, (n - 2) / (2.5 * BLINK_GAP[1] * s1.FPS))
+    count, t = 0, rng.uniform(0.15, 0.4) * s1.FPS * scale
     while t < n - 2:
         i = int(t)
-        if abs(i - apex) > 3:  # the peak frame shows open eyes
+        if abs(i - apex) <= 2 or abs(i + 1 - apex) <= 2:
+            t = apex + 3.0
+            continue
+        f[i : i + 2] = 0.0
+        count += 1
+        t += max(3.0, rng.uniform(*BLINK_GAP) * s1.FPS * scale)
+    for i in range(n - 1):  # a short clip: add blinks wherever they fit until it has two
+        if count >= 2:
+            break
+        if f[max(0, i - 1) : i + 3].all() and abs(i - apex) > 2 and abs(i + 1 - apex) > 2:
             f[i : i + 2] = 0.0
             count += 1
-        t += rng.uniform(*BLINK_GAP) * s1.FPS
     return f, count
 
 
@@ -348,11 +361,16 @@ def choose_subtitle(rng: np.random.Generator, label: str, neutral_text: bool) ->
     return s1.choose_subtitle(rng, label)
 
 
+def clip_streams(seed: int, split: str, index: int) -> list[np.random.Generator]:
+    """The clip's independent random streams: attributes, text, face, audio, targets."""
+    seq = np.random.SeedSequence([seed, s1._split_key(split), index, VERSION_KEY])
+    return [np.random.default_rng(s) for s in seq.spawn(5)]
+
+
 def render_clip(out: Path, seed: int, split: str, index: int, neutral_text: bool = False) -> Record:
     """Render v2 clip `index` of (seed, split) into out/<split>/ and return its record."""
     cid, label = s1.clip_id(split, index), s1.label_for(seed, split, index)
-    seq = np.random.SeedSequence([seed, s1._split_key(split), index, VERSION_KEY])
-    r_attr, r_text, r_face, r_audio, r_targets = (np.random.default_rng(s) for s in seq.spawn(5))
+    r_attr, r_text, r_face, r_audio, r_targets = clip_streams(seed, split, index)
     attrs = sample_attributes(r_attr, label)
     sub = choose_subtitle(r_text, label, neutral_text)
     speech, ameta = render_audio(r_audio, AUDIO_FAMILY[label], sub[0], attrs)
