@@ -18,6 +18,9 @@ app.add_typer(data_app, name="data")
 console = Console()
 
 
+ALL_VIEWS = "video,audio,text"  # the --modalities default; it means every view (see eval.evaluate.views)
+
+
 def _fail(msg: str) -> None:
     console.print(f"[red]error:[/] {msg}")
     raise typer.Exit(2)
@@ -30,6 +33,9 @@ def data_synth(
     seed: Annotated[int, typer.Option(help="random seed; the same seed gives the same clips")] = 0,
     split: Annotated[str | None, typer.Option(help="train, val or test; default: all three")] = None,
     workers: Annotated[int, typer.Option(help="worker processes")] = 2,
+    version: Annotated[int, typer.Option(help="SynthEmo version: 1 (the default model's data) or 2 (per-clip "
+                                              "label-independent attributes, temporal pair)")] = 1,
+    neutral_text: Annotated[bool, typer.Option(help="v2 only: emotion-neutral subtitles and speech only")] = False,
 ) -> None:
     """Generate SynthEmo: procedurally rendered faces + espeak-ng speech, with grounded targets."""
     from emo_edge.data.synth import STANDARD_SIZES, generate
@@ -40,7 +46,11 @@ def data_synth(
         _fail(f"--split {bad[0]!r}: choose one of {', '.join(STANDARD_SIZES)}")
     t0 = time.time()
     for s in splits:
-        path = generate(out, n if n is not None else STANDARD_SIZES[s], seed, s, workers=workers)
+        try:
+            path = generate(out, n if n is not None else STANDARD_SIZES[s], seed, s, workers=workers,
+                            version=version, neutral_text=neutral_text)
+        except ValueError as e:
+            _fail(str(e))
         console.print(f"wrote {path}")
     console.print(f"done in {time.time() - t0:.1f} s")
 
@@ -127,8 +137,10 @@ def eval_(
     bundle: Annotated[Path | None, typer.Option(help="evaluate an exported bundle (torch-free) instead")] = None,
     quant: Annotated[str | None, typer.Option(help="with --bundle: GGUF quantisation to use")] = None,
     precision: Annotated[str | None, typer.Option(help="with --bundle: perception precision fp32|int8")] = None,
-    answer_from: Annotated[str, typer.Option(help="llm (parse the generated answer) or head (fast head)")] = "llm",
-    modalities: Annotated[str, typer.Option(help="comma-separated subset of video,audio,text")] = "video,audio,text",
+    answer_from: Annotated[str, typer.Option(help="llm (parse the generated answer), head (fast head) or reason "
+                                                  "(the reason's conclusion: one generation)")] = "llm",
+    modalities: Annotated[str, typer.Option(help="views, a comma list of image (peak frame), video (temporal "
+                                                 "frames), audio, text; video,audio,text means all")] = ALL_VIEWS,
     split: Annotated[str, typer.Option(help="split name when --data is a directory")] = "test",
     json_out: Annotated[Path | None, typer.Option("--json", help="write the report here (+ a confusion PNG)")] = None,
     limit: Annotated[int | None, typer.Option(help="evaluate only the first N clips")] = None,
@@ -172,11 +184,11 @@ def _print_benchmark(r: dict) -> None:
 
 def _print_report(r: dict) -> None:
     t = Table(title=f"{r['answer_from']} answers, modalities {','.join(r['modalities'])}, n={r['n']}")
-    for k in ("acc", "waf", "uar", "war", "cue_recall", "llm_head_agreement", "head_acc", "n_unparsed", "n_bad"):
+    keys = ("acc", "waf", "uar", "war", "cue_recall", "cue_precision", "answer_reason_consistency",
+            "llm_head_agreement", "head_acc", "n_unparsed", "n_bad")
+    for k in keys:
         t.add_column(k)
-    t.add_row(*[("-" if r[k] is None else f"{r[k]:.4f}" if isinstance(r[k], float) else str(r[k]))
-                for k in ("acc", "waf", "uar", "war", "cue_recall", "llm_head_agreement", "head_acc", "n_unparsed",
-                          "n_bad")])
+    t.add_row(*[("-" if r.get(k) is None else f"{r[k]:.4f}" if isinstance(r[k], float) else str(r[k])) for k in keys])
     console.print(t)
     for b in r.get("bad", [])[:10]:
         console.print(f"[yellow]bad clip[/] {b}")

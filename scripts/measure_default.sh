@@ -13,9 +13,11 @@ mkdir -p "$R"
 ev() { emo-edge eval --data data/synthemo "$@"; }
 ev --answer-from llm --json $R/default-llm.json
 ev --answer-from head --json $R/default-head.json
-for m in video audio; do
-  ev --answer-from head --modalities $m --json $R/default-head-$m.json
-  ev --answer-from llm --modalities $m --no-reason --json $R/default-llm-$m.json
+# views: image = peak frame, video = temporal frames (image,video is the whole visual input)
+for m in image,video audio image video text audio,text; do
+  n=${m//,/+}
+  [ "$m" = text ] || ev --answer-from head --modalities $m --json $R/default-head-$n.json
+  ev --answer-from llm --modalities $m --no-reason --json $R/default-llm-$n.json
 done
 emo-edge eval --data data/synthemo-seed12345 --answer-from llm --json $R/default-llm-seed12345.json
 emo-edge export --checkpoint default --target cpu-x86 --out $B --llm-quant q4_k_m --data data/synthemo \

@@ -5,9 +5,12 @@ the deliberately broken clips are reported (with id and reason) without stopping
 from __future__ import annotations
 
 import json
+import re
+import shutil
 from pathlib import Path
 
 import pytest
+from fixtures import datasets
 from fixtures.datasets import BUILDERS, build, write_xlsx
 
 from emo_edge.data.adapters import SOURCES, prepare
@@ -93,6 +96,32 @@ def test_missing_annotation_file_is_fatal_and_named(tmp_path: Path) -> None:
         prepare("mer2023", tmp_path / "root", tmp_path / "out")
     with pytest.raises(ValueError, match="unknown source 'nope'; choose one of mer2023"):
         prepare("nope", tmp_path / "root", tmp_path / "out")
+
+
+@pytest.mark.parametrize(("source", "remove", "named"), [
+    ("mer2023", "test-labels/test3-label.csv", "MER2023 test3 label file"),
+    ("mer2024", "semi-label.csv", "MER2024 test (MER-SEMI) label file"),
+    ("dfew", "EmoLabel_DataSplit/test(single-labeled)/set_1.csv", "DFEW test split file"),
+    ("meld", "dev_sent_emo.csv", "MELD dev annotation file"),
+    ("meld", "test/output_repeated_splits_test", "MELD test video folder"),
+])
+def test_missing_split_or_label_file_stops_naming_it(source: str, remove: str, named: str, tmp_path: Path) -> None:
+    """A release with one split's label file (or video folder) missing must not prepare the others silently."""
+    root = tmp_path / "root"
+    datasets.build(source, root)
+    target = root / remove
+    shutil.rmtree(target) if target.is_dir() else target.unlink()
+    with pytest.raises(FileNotFoundError, match=re.escape(named) + ".*" + re.escape(remove.split("/")[-1])):
+        prepare(source, root, tmp_path / "out")
+
+
+def test_dfew_clip_names_in_every_documented_layout(tmp_path: Path) -> None:
+    from emo_edge.data.adapters.facial import dfew_video
+
+    for rel, n in (("Clip/original/7.mp4", 7), ("Clip/original/00008.mp4", 8), ("Clip/clip_224x224_avi/00009.avi", 9)):
+        (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / rel).write_bytes(b"x")
+        assert dfew_video(tmp_path, n) == tmp_path / rel
 
 
 def test_unknown_label_names_the_label_set() -> None:

@@ -25,7 +25,7 @@ def test_info_paper_counts_without_download():
     assert res.exit_code == 0, res.output
     out = _plain(res.output)
     assert "6,738,415,616" in out  # LLaMA-2-7B
-    assert "448" in out or '"image": 256' in out
+    assert 'tokens: {"fusion": 64, "image": 256, "video": 64, "audio": 64}' in out  # 448 in all, as the paper
 
 
 def test_bad_arguments_give_clear_errors(tmp_path):
@@ -36,3 +36,12 @@ def test_bad_arguments_give_clear_errors(tmp_path):
     assert res.exit_code == 2 and "no such directory" in _plain(res.output)
     res = runner.invoke(app, ["data", "synth", "--out", str(tmp_path), "--split", "dev"], env={"COLUMNS": "200"})
     assert res.exit_code == 2 and "dev" in _plain(res.output)
+    res = runner.invoke(app, ["eval", "--data", str(tmp_path), "--modalities", "text", "--answer-from", "head"],
+                        env={"COLUMNS": "200"})
+    assert res.exit_code == 2 and "the head needs image, video or audio" in _plain(res.output)
+    res = runner.invoke(app, ["data", "synth", "--out", str(tmp_path), "--split", "test", "--version", "3"],
+                        env={"COLUMNS": "200"})
+    assert res.exit_code == 2 and "version must be one of 1, 2, got 3" in _plain(res.output)
+    res = runner.invoke(app, ["data", "synth", "--out", str(tmp_path), "--split", "test", "--neutral-text"],
+                        env={"COLUMNS": "200"})
+    assert res.exit_code == 2 and "needs version 2" in _plain(res.output)

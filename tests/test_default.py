@@ -38,7 +38,10 @@ def test_default_llm_and_head_on_an_unseen_seed(unseen):
     assert llm["cue_recall"] >= 0.8
 
 
+# README, Results (600 clips): head WAF 0.643 with the visual input alone, 0.625 with audio alone. Each
+# family resolves 4 of 6 labels, so a working view sits near 2/3: clearly above chance (1/6), clearly
+# below the fused 0.98. A view that is ignored (chance) or a mask that leaks the other view (~0.98) fails.
 def test_default_single_modality_cannot_resolve_the_pairs(unseen):
-    for mods in (("video",), ("audio",)):
+    for mods in (("image", "video"), ("audio",)):
         r = evaluate_checkpoint("default", unseen, "head", mods, None, progress=False)
-        assert r["waf"] <= 0.85, (mods, r["waf"])
+        assert 0.45 <= r["waf"] <= 0.85, (mods, r["waf"])

@@ -243,3 +243,132 @@ def test_plot_confusion_writes_png(tmp_path) -> None:
 def test_metrics_import_without_torch_or_matplotlib() -> None:
     code = "import sys, emo_edge.eval.metrics; assert not {'torch', 'matplotlib'} & set(sys.modules)"
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+# ---------------------------------------------------------------------------------------------
+# grounded reasons: cue precision, the reason's conclusion, answer/reason consistency
+# ---------------------------------------------------------------------------------------------
+
+OPTIONS = ["rising pitch", "falling pitch", "long pause", "fluent speech", "tilted head", "upright head"]
+
+
+def test_cue_precision_counts_hallucinated_options() -> None:
+    from emo_edge.eval.metrics import cue_precision, mean_cue_precision
+
+    own = ["rising pitch", "upright head", "fluent speech"]
+    assert cue_precision("The voice has rising pitch, the head is upright head.", own, OPTIONS) == 1.0
+    # names one own cue and one it does not have: half of what it names is hallucinated
+    assert cue_precision("Rising pitch and a tilted head.", own, OPTIONS) == 0.5
+    assert cue_precision("Falling pitch, a long pause and a tilted head.", own, OPTIONS) == 0.0
+    assert math.isnan(cue_precision("Nothing to see.", own, OPTIONS))  # names no option: no precision
+    # a phrase outside the options (e.g. a label-derived cue) neither helps nor hurts
+    assert cue_precision("Raised eyebrows and rising pitch.", own, OPTIONS) == 1.0
+    assert mean_cue_precision(["rising pitch", "Nothing.", "tilted head"], [own] * 3, [OPTIONS] * 3) == 0.5
+
+
+@pytest.mark.parametrize(("reason", "expected"), [
+    ("The face fits worried or surprise. The voice fits worried or surprise. The answer is worried.", "worried"),
+    ("Visual cues fit neutral or sad. The contradicting words sound happy. Both point to neutral.", "neutral"),
+    ("<think>Face: fits happy or angry.</think><answer>angry</answer>", "angry"),
+    ("The face fits neutral or sad.", "sad"),  # the last label named in the last label-naming sentence
+    ("No verdict here.", None),
+])
+def test_reason_conclusion(reason: str, expected: str | None) -> None:
+    from emo_edge.eval.metrics import reason_conclusion
+
+    assert reason_conclusion(reason) == expected
+
+
+def test_answer_reason_consistency_counts_disagreements_and_missing_answers() -> None:
+    from emo_edge.eval.metrics import answer_reason_consistency
+
+    reasons = ["... The answer is sad.", "... The answer is neutral.", "... Both point to happy.", "no verdict"]
+    assert answer_reason_consistency(["sad", "sad", None, "happy"], reasons) == 0.25
+    assert answer_reason_consistency(["sad", "neutral"], reasons[:2]) == 1.0
+    assert answer_reason_consistency([None], ["no verdict"]) == 0.0  # nothing read on either side is no agreement
+    with pytest.raises(ValueError, match="length mismatch"):
+        answer_reason_consistency(["sad"], reasons)
+
+
+# ---------------------------------------------------------------------------------------------
+# views: --modalities and the model-side masks
+# ---------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("text", "views"), [
+    ("video,audio,text", ("image", "video", "audio", "text")),  # the old default keeps meaning every view
+    ("audio,video,text", ("image", "video", "audio", "text")),
+    ("image", ("image",)),
+    ("video", ("video",)),
+    ("text", ("text",)),
+    ("audio,text", ("audio", "text")),
+    ("image,audio,text", ("image", "audio", "text")),
+])
+def test_parse_modalities_views(text: str, views: tuple[str, ...]) -> None:
+    from emo_edge.eval.evaluate import parse_modalities
+
+    assert parse_modalities(text) == views
+
+
+def test_parse_modalities_errors_and_head_needs_perception() -> None:
+    from emo_edge.eval.evaluate import check_views, parse_modalities
+
+    with pytest.raises(ValueError, match="unknown \\['smell'\\]; choose a comma list of image, video, audio, text"):
+        parse_modalities("video,smell")
+    with pytest.raises(ValueError, match="empty list"):
+        parse_modalities(" , ")
+    with pytest.raises(ValueError, match="the head needs image, video or audio"):
+        check_views(("text",), "head")
+    check_views(("text",), "llm")
+
+
+def test_eval_batches_switch_views_apart() -> None:
+    from types import SimpleNamespace
+
+    from emo_edge.eval.evaluate import EvalSet
+
+    records = [SimpleNamespace(subtitle=f"s{i}") for i in range(3)]
+    fs = type("FeatureSetLike", (), {"records": records, "__len__": lambda self: 3})()
+    for mods, present, subs in ((("image", "audio"), [1, 0, 1], None), (("video", "text"), [0, 1, 0], "s0"),
+                                (("video", "audio", "text"), [1, 1, 1], "s0")):
+        (idx, on, subtitles), = EvalSet(fs, mods).batches(8, progress=False)
+        assert on.tolist() == [present] * 3 and subtitles[0] == subs, mods
+
+
+def test_to_batch_masks_the_peak_frame_apart_from_the_frames() -> None:
+    torch = pytest.importorskip("torch")
+    from emo_edge.model.inputs import to_batch
+
+    rng = np.random.default_rng(0)
+    frames = rng.integers(1, 255, (2, 3, 8, 8, 3), dtype=np.uint8)
+    image = rng.integers(1, 255, (2, 16, 16, 3), dtype=np.uint8)
+    mel = rng.random((2, 4, 10)).astype(np.float32)
+    on, off = np.ones(2), np.zeros(2)
+    b = to_batch(frames, image, mel, on, on, ["emotion"] * 2, [None, None], image_on=off)
+    assert b.present.tolist() == [[0, 1, 1]] * 2 and not b.image.any() and b.frames.all()
+    b = to_batch(frames, image, mel, off, on, ["emotion"] * 2, [None, None], image_on=on)
+    assert b.present.tolist() == [[1, 0, 1]] * 2 and b.image.all() and not b.frames.any()
+    b = to_batch(frames, image, mel, off, on, ["emotion"] * 2, [None, None])  # training: one visual switch
+    assert b.present.tolist() == [[0, 0, 1]] * 2 and not b.image.any()
+    assert isinstance(b.image, torch.Tensor)
+
+
+def test_report_reads_the_label_from_the_reason_so_they_cannot_disagree() -> None:
+    from types import SimpleNamespace
+
+    from emo_edge.data.schema import Record
+    from emo_edge.eval.evaluate import Predictions, build_report
+
+    opts = ["rising pitch", "falling pitch", "tilted head", "upright head"]
+    records = [Record(id=f"c{i}", dataset="d", video="v.mp4", audio=None, subtitle="", label=lab,
+                      cues=["rising pitch", "upright head"], meta={"cue_options": opts, "label_cues": ["low pitch"]})
+               for i, lab in enumerate(["sad", "neutral"])]
+    fs = SimpleNamespace(records=records, bad=[])
+    reasons = ["Low pitch and rising pitch fit neutral or sad. The answer is sad.",
+               "A tilted head fits neutral or sad. The answer is neutral."]
+    # the quickstart's clip: a separate emotion answer "sad" while the reason concludes "neutral"
+    separate = build_report(fs, Predictions(["sad", "sad"], ["sad", "sad"], reasons), "llm", ("video",))
+    assert separate["answer_reason_consistency"] == 0.5 and separate["acc"] == 0.5
+    one = build_report(fs, Predictions(["sad", "sad"], reasons, reasons, from_reason=True), "reason", ("video",))
+    assert one["answer_reason_consistency"] == 1.0 and one["acc"] == 1.0
+    assert one["cue_recall"] == 0.25 and one["cue_precision"] == 0.5 and one["label_cue_recall"] == 0.5

@@ -143,14 +143,29 @@ def test_same_family_same_description(a, b, task):
         assert _target_words(a, task, seed) == _target_words(b, task, seed)
 
 
-def test_expression_is_label_blind():
-    # the face renderer only ever sees the family, so same rng -> same face for both labels of it
-    for fam in ("downcast", "raised"):
-        s1, s2 = (
-            synth.expression_target(fam, np.random.default_rng(1)),
-            synth.expression_target(fam, np.random.default_rng(1)),
-        )
-        assert s1 == s2
+def _frames_of_label(tmp_path: Path, monkeypatch, label: str) -> np.ndarray:
+    """Decoded frames of clip 0 (seed 0) rendered as `label`, with speech of a fixed length for every label
+    (the clip's frame count follows its speech, which differs per voice family)."""
+    monkeypatch.setattr(synth, "label_for", lambda *args: label)
+    tone = (0.3 * np.sin(np.arange(24_000) / 5.0)).astype(np.float32)  # 1.5 s
+    monkeypatch.setattr(synth, "render_audio", lambda rng, family, text: (tone, {}))
+    out = tmp_path / label
+    (out / "test").mkdir(parents=True)
+    record = synth.render_clip(out, 0, "test", 0)
+    cap, frames = cv2.VideoCapture(str(out / record.video)), []
+    while (got := cap.read())[0]:
+        frames.append(got[1])
+    cap.release()
+    return np.stack(frames)
+
+
+@pytest.mark.parametrize(("same", "other"), [(("neutral", "sad"), "happy"), (("worried", "surprise"), "angry")])
+def test_face_is_label_blind_within_its_family(tmp_path, monkeypatch, same, other):
+    """Two labels of one face family render the very same frames; a label of another family does not
+    (the negative control shows the comparison can fail)."""
+    a, b, c = (_frames_of_label(tmp_path, monkeypatch, label) for label in (*same, other))
+    assert a.shape == b.shape == c.shape and np.array_equal(a, b)
+    assert np.abs(a.astype(int) - c.astype(int)).mean() > 0.5
 
 
 def test_audio_prosody_families_ordered():

@@ -11,8 +11,9 @@ import pytest
 from emo_edge import checkpoint as ck
 from emo_edge.checkpoint import load_checkpoint
 from emo_edge.eval.evaluate import evaluate_checkpoint
+from emo_edge.eval.metrics import classification_report, parse_label, reason_conclusion
 
-REPORT_KEYS = {"n", "acc", "waf", "uar", "war", "cue_recall", "per_class"}
+REPORT_KEYS = {"n", "acc", "waf", "uar", "war", "cue_recall", "cue_precision", "answer_reason_consistency", "per_class"}
 
 
 def test_checkpoint_layout_and_reload(tiny_ckpt):
@@ -53,7 +54,17 @@ def test_eval_report_keys_and_png(tiny_ckpt, synth_dir, tmp_path):
     r = evaluate_checkpoint(tiny_ckpt, synth_dir, "llm", ("video", "audio", "text"), out, progress=False)
     saved = json.loads(out.read_text())
     assert REPORT_KEYS <= set(saved) and saved["n"] == r["n"] == 12
-    assert 0.0 <= saved["waf"] <= 1.0 and set(saved["per_class"]) >= {"happy", "sad"}
+    assert set(saved["per_class"]) >= {"happy", "sad"}
+    # the scores are those of the per-clip answers and reasons the report lists, recomputed here
+    preds = saved["predictions"]
+    truth, llm = [p["label"] for p in preds], [parse_label(p["answer"]) for p in preds]
+    expected = classification_report(truth, llm)
+    for key in ("acc", "waf", "uar", "war", "n_unparsed"):
+        assert saved[key] == pytest.approx(expected[key]), key
+    assert saved["head_acc"] == pytest.approx(np.mean([p["head"] == p["label"] for p in preds]))
+    assert saved["answer_reason_consistency"] == pytest.approx(
+        np.mean([a is not None and a == reason_conclusion(p["reason"]) for a, p in zip(llm, preds, strict=True)]))
+    assert saved["cue_precision"] is None  # v1 records carry no cue options
     assert (tmp_path / "eval.confusion.png").stat().st_size > 1000
     head = evaluate_checkpoint(tiny_ckpt, synth_dir, "head", ("audio",), None, progress=False)
     assert head["cue_recall"] is None and head["modalities"] == ["audio"]

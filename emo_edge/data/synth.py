@@ -24,6 +24,7 @@ whatever the number of workers.
 
 from __future__ import annotations
 
+import json
 import math
 import multiprocessing as mp
 import os
@@ -133,7 +134,12 @@ def _pcm_from_wav_bytes(data: bytes) -> np.ndarray:
 
 def speak(text: str, voice: str, pitch: int, wpm: int, amplitude: int, prange: str) -> np.ndarray:
     """espeak-ng speech at ESPEAK_RATE; raises RuntimeError with espeak's message on failure."""
-    ssml = f'<speak><prosody range="{prange}">{escape(text)}</prosody></speak>'
+    return speak_ssml(escape(text), text, voice, pitch, wpm, amplitude, prange)
+
+
+def speak_ssml(body: str, text: str, voice: str, pitch: int, wpm: int, amplitude: int, prange: str) -> np.ndarray:
+    """`speak` of an SSML `body` (already escaped; may hold <break/> elements); `text` names it in errors."""
+    ssml = f'<speak><prosody range="{prange}">{body}</prosody></speak>'
     cmd = ["espeak-ng", "--stdout", "-m", "-v", voice, "-p", str(pitch), "-s", str(wpm), "-a", str(amplitude), ssml]
     try:
         res = subprocess.run(cmd, capture_output=True, check=True, timeout=30)
@@ -254,11 +260,13 @@ class FaceState:
     eye_up: float = EYE_OPEN  # upper lid above the eye line
     eye_low: float = EYE_OPEN  # lower lid below the eye line (< 0: pushed up into a crescent)
     gaze_dy: float = 0.0
+    gaze_dx: float = 0.0  # iris sideways (SynthEmo v2's averted gaze), face units
     mouth_w: float = MOUTH_W
     mouth_dy: float = 0.0  # corners below the centre line (< 0: upturned)
     mouth_open: float = 0.0
     lip_press: float = 0.0
     cheeks: float = 0.0
+    mouth_skew: float = 0.0  # right corner above the left one by 2 * mouth_skew (v2's lopsided mouth)
 
 
 NEUTRAL = FaceState()
@@ -389,6 +397,23 @@ class Painter:
         cv2.polylines(self.img, [_to_px(pts, self.pose, depth)], closed, color, thick, cv2.LINE_AA, SHIFT)
 
 
+class SkewedPainter(Painter):
+    """A Painter that shears what it draws vertically about x = 0: y -= skew * x / MOUTH_W (a lopsided mouth)."""
+
+    def __init__(self, img: np.ndarray, pose: Pose, skew: float):
+        super().__init__(img, pose)
+        self.skew = skew
+
+    def _shear(self, pts: np.ndarray) -> np.ndarray:
+        return np.stack([pts[:, 0], pts[:, 1] - self.skew * pts[:, 0] / MOUTH_W], 1)
+
+    def fill(self, pts: np.ndarray, color, depth: float = 1.0) -> None:
+        super().fill(self._shear(pts), color, depth)
+
+    def stroke(self, pts: np.ndarray, color, width: float = 1.0, closed: bool = False, depth: float = 1.0) -> None:
+        super().stroke(self._shear(pts), color, width, closed, depth)
+
+
 def _draw_head(p: Painter, look: Look) -> None:
     neck = np.array([[-0.33, 0.6], [0.33, 0.6], [0.38, 1.8], [-0.38, 1.8]])
     p.fill(neck, look.shade(0.8), depth=0.0)
@@ -415,8 +440,9 @@ def _draw_eye(p: Painter, look: Look, sx: int, st: FaceState, blink: float) -> N
         p.fill(np.concatenate([upper, lower]), (235, 238, 240))
         r = min(IRIS_R, (up + low) / 2)
         iy = EYE_Y + (low - up) / 2 + st.gaze_dy
-        p.fill(_ellipse(ex, iy, r, r), look.iris)
-        p.fill(_ellipse(ex, iy, r * 0.45, r * 0.45), (10, 10, 10))
+        ix = ex + st.gaze_dx
+        p.fill(_ellipse(ix, iy, r, r), look.iris)
+        p.fill(_ellipse(ix, iy, r * 0.45, r * 0.45), (10, 10, 10))
         p.stroke(lower, look.shade(0.45), width=0.5)
     p.stroke(upper, look.shade(0.25), width=0.8)
 
@@ -484,7 +510,7 @@ def draw_face(img: np.ndarray, pose: Pose, look: Look, st: FaceState, style: str
         _draw_eye(p, look, sx, st, blink)
     _draw_brows(p, look, st)
     p.stroke(np.array([[0.0, -0.02], [-0.06, 0.24], [0.04, 0.27]]), look.shade(0.55), width=0.6)
-    _draw_mouth(p, look, st, style)
+    _draw_mouth(SkewedPainter(img, pose, st.mouth_skew) if st.mouth_skew else p, look, st, style)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -768,11 +794,19 @@ def render_clip(out: Path, seed: int, split: str, index: int) -> Record:
     )
 
 
-def _job(args: tuple[Path, int, str, int]) -> tuple[int, Record | None, str | None]:
+def _render(out: Path, seed: int, split: str, index: int, version: int, neutral_text: bool) -> Record:
+    if version == 1:
+        return render_clip(out, seed, split, index)
+    from emo_edge.data import synth_v2
+
+    return synth_v2.render_clip(out, seed, split, index, neutral_text)
+
+
+def _job(args: tuple[Path, int, str, int, int, bool]) -> tuple[int, Record | None, str | None]:
     """Pool task: never raises, so one bad clip cannot stop the run."""
-    out, seed, split, index = args
+    out, seed, split, index = args[:4]
     try:
-        return index, render_clip(out, seed, split, index), None
+        return index, _render(*args), None
     except Exception as e:  # reported per clip by generate()
         for suffix in (".part.mp4", ".part.wav"):
             (out / split / f"{clip_id(split, index)}{suffix}").unlink(missing_ok=True)
@@ -793,12 +827,24 @@ def _results(jobs: list, workers: int) -> Iterator[tuple[int, Record | None, str
         yield from pool.imap(_job, jobs, chunksize=4)
 
 
-def generate(out: Path, n: int, seed: int, split: str = "train", workers: int = 2, progress: bool = True) -> Path:
+VERSIONS: tuple[int, ...] = (1, 2)  # 1: this module; 2: synth_v2 (label-independent attributes, temporal pair)
+
+
+def generate(
+    out: Path, n: int, seed: int, split: str = "train", workers: int = 2, progress: bool = True,
+    version: int = 1, neutral_text: bool = False,
+) -> Path:
     """Generate n clips into out/<split>/ and write out/<split>.jsonl; return the JSONL path.
 
+    `version` 2 renders SynthEmo v2 (`synth_v2`); `neutral_text` (v2 only) makes every subtitle an
+    emotion-neutral sentence. out/<split>.synth.json records the version, seed, n and text variant.
     Clips that fail to render (e.g. an espeak-ng error) are reported by id and reason and left out;
     this raises RuntimeError only when every clip fails.
     """
+    if version not in VERSIONS:
+        raise ValueError(f"version must be one of {', '.join(map(str, VERSIONS))}, got {version!r}")
+    if neutral_text and version == 1:
+        raise ValueError("neutral_text (--neutral-text) needs version 2; v1 keeps its subtitle mix")
     if n < 1:
         raise ValueError(f"n must be >= 1, got {n}")
     if seed < 0:
@@ -807,7 +853,7 @@ def generate(out: Path, n: int, seed: int, split: str = "train", workers: int = 
         raise ValueError(f"split must be a non-empty name of letters, digits, '-' or '_', got {split!r}")
     out = Path(out)
     (out / split).mkdir(parents=True, exist_ok=True)
-    jobs = [(out, seed, split, i) for i in range(n)]
+    jobs = [(out, seed, split, i, version, neutral_text) for i in range(n)]
     records, failures = [], []
     console = Console(stderr=True)
     columns = (
@@ -833,4 +879,7 @@ def generate(out: Path, n: int, seed: int, split: str = "train", workers: int = 
         console.print(f"SynthEmo: {len(failures)} of {n} clips failed and are left out of {split}.jsonl")
     path = out / f"{split}.jsonl"
     write_jsonl(path, records)
+    info = {"dataset": DATASET, "version": version, "neutral_text": neutral_text, "seed": seed, "split": split,
+            "n": n, "n_failed": len(failures)}
+    (out / f"{split}.synth.json").write_text(json.dumps(info, indent=2) + "\n")
     return path

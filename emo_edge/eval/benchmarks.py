@@ -217,6 +217,8 @@ def evaluate_benchmark(
     from emo_edge.data.adapters.base import labelmap
     from emo_edge.eval.evaluate import predict_checkpoint
 
+    if answer_from not in ("llm", "head"):
+        raise ValueError(f"--answer-from {answer_from!r}: a benchmark reads llm or head answers")
     b = get_benchmark(name)
     work = Path(work) if work is not None else Path("runs") / "benchmarks" / b.source
     data, prepare_bad = prepared_data(b, Path(root) if root is not None else None, work)

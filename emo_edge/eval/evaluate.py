@@ -13,31 +13,76 @@ from typing import Any
 import numpy as np
 
 from emo_edge.config import MODALITIES
-from emo_edge.eval.metrics import agreement, classification_report, mean_cue_recall, parse_label, plot_confusion
+from emo_edge.eval.metrics import (
+    agreement,
+    answer_reason_consistency,
+    classification_report,
+    mean_cue_precision,
+    mean_cue_recall,
+    parse_label,
+    plot_confusion,
+    reason_conclusion,
+)
 from emo_edge.labels import LABELS
 
-ANSWER_SOURCES = ("llm", "head")
+# llm: the emotion task's short answer; head: the fast head; reason: the label read from the reason's
+# conclusion, one generation for both, so label and reason cannot disagree (see `Predictions`)
+ANSWER_SOURCES = ("llm", "head", "reason")
+# Most tokens a generated reason may take. Greedy generation stops at EOS well before: v1 reasons are
+# 62-89 tokens with the shipped tokenizer; SynthEmo v2 reasons, naming ten attributes, 130-156.
+REASON_TOKENS = 192
+
+
+VIEWS: tuple[str, ...] = ("image", "video", "audio", "text")  # peak frame, temporal frames, audio, subtitle
+LEGACY_ALL = frozenset(MODALITIES)  # "video,audio,text", the flag's default before the views split: all views
+
+
+def views(mods: tuple[str, ...] | list[str]) -> tuple[str, ...]:
+    """The views a modality list switches on, in VIEWS order.
+
+    `image` is the peak frame and `video` the temporal view (T low-resolution frames). The list
+    `video,audio,text` (the default, from before the two visual views were separable) keeps meaning
+    every view, so existing commands and reports read as before; name `image,video,audio,text` or a
+    smaller list to switch views off one by one.
+    """
+    chosen = set(mods)
+    if chosen == LEGACY_ALL:
+        chosen.add("image")
+    return tuple(v for v in VIEWS if v in chosen)
 
 
 def parse_modalities(text: str) -> tuple[str, ...]:
+    """`--modalities`: a comma list of image, video, audio, text (any non-empty subset) -> views."""
     mods = tuple(m.strip() for m in text.split(",") if m.strip())
-    bad = [m for m in mods if m not in MODALITIES]
+    bad = [m for m in mods if m not in VIEWS]
     if bad or not mods:
-        raise ValueError(f"--modalities: unknown {bad or 'empty list'}; choose from {', '.join(MODALITIES)}")
-    if "video" not in mods and "audio" not in mods:
-        raise ValueError("--modalities: keep at least one of video or audio (text alone gives no perception input)")
-    return mods
+        raise ValueError(f"--modalities: unknown {bad or 'empty list'}; choose a comma list of {', '.join(VIEWS)} "
+                         "(image = peak frame, video = temporal frames)")
+    return views(mods)
+
+
+def check_views(mods: tuple[str, ...], answer_from: str) -> None:
+    """The fast head reads perception only: it needs a perceived view (text alone reaches only the LLM)."""
+    if answer_from == "head" and not set(views(mods)) & {"image", "video", "audio"}:
+        raise ValueError(f"--modalities {','.join(mods)} with --answer-from head: the head needs image, video or "
+                         "audio; text alone is answered by the LLM only (--answer-from llm)")
 
 
 @dataclass
 class Predictions:
+    """Raw predictions. With `from_reason` the answers ARE the reasons and each label is its reason's
+    conclusion (`reason_conclusion`), so answer and reason agree by construction; otherwise the
+    answers come from a separate emotion-task generation and may disagree with the reasons."""
+
     head: list[str] = field(default_factory=list)
-    answers: list[str] = field(default_factory=list)  # the LLM's raw emotion answers
+    answers: list[str] = field(default_factory=list)  # the LLM's raw emotion answers (or the reasons)
     reasons: list[str] = field(default_factory=list)
+    from_reason: bool = False
 
     @property
     def llm(self) -> list[str | None]:
-        return [parse_label(a) for a in self.answers]
+        read = reason_conclusion if self.from_reason else parse_label
+        return [read(a) for a in self.answers]
 
 
 @dataclass
@@ -47,16 +92,17 @@ class EvalSet:
     fs: Any
     modalities: tuple[str, ...]
 
-    def batches(self, size: int, progress: bool) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray, list]]:
+    def batches(self, size: int, progress: bool) -> Iterator[tuple[np.ndarray, np.ndarray, list]]:
+        """(clip indices, present (B, 3) over image/video/audio as 0/1 float32, subtitles or None)."""
         from rich.progress import track
 
+        on = views(self.modalities)
+        flags = np.array([v in on for v in ("image", "video", "audio")], dtype=np.float32)
         n = len(self.fs)
         for s in track(range(0, n, size), description="evaluating", disable=not progress):
             idx = np.arange(s, min(s + size, n))
-            v = np.full(len(idx), "video" in self.modalities)
-            a = np.full(len(idx), "audio" in self.modalities)
-            subs = [self.fs.records[i].subtitle if "text" in self.modalities else None for i in idx]
-            yield idx, v, a, subs
+            subs = [self.fs.records[i].subtitle if "text" in on else None for i in idx]
+            yield idx, np.tile(flags, (len(idx), 1)), subs
 
 
 def _collect(
@@ -69,9 +115,10 @@ def _collect(
 
     if answer_from not in ANSWER_SOURCES:
         raise ValueError(f"--answer-from must be one of {', '.join(ANSWER_SOURCES)}, got {answer_from!r}")
+    check_views(modalities, answer_from)
     runner, frontend = load()
     fs = load_features(find_split(data, split), frontend, limit=limit, progress=progress)
-    preds = Predictions()
+    preds = Predictions(from_reason=answer_from == "reason")
     predict(runner, EvalSet(fs, modalities), preds)
     return fs, preds
 
@@ -87,12 +134,35 @@ def _run(
     return report
 
 
+def reason_scores(records: list, preds: Predictions) -> dict[str, float | None]:
+    """Cue recall/precision of the reasons and their agreement with the answers (None without reasons).
+
+    `cue_recall` counts each record's `cues`; SynthEmo v2 records keep there only the clip's own
+    label-independent attributes and list every attribute phrase in meta["cue_options"] (so
+    `cue_precision` can count hallucinated ones) and the label-derived cues in meta["label_cues"]
+    (`label_cue_recall`). v1 records have only `cues` (label-derived): no precision, no label recall.
+    """
+    if not preds.reasons:
+        return {"cue_recall": None, "cue_precision": None, "label_cue_recall": None,
+                "answer_reason_consistency": None}
+    options = [r.meta.get("cue_options") for r in records]
+    has_options = all(o is not None for o in options)
+    label_cues = [r.meta.get("label_cues") for r in records]
+    return {
+        "cue_recall": mean_cue_recall(preds.reasons, [r.cues for r in records]),
+        "cue_precision": mean_cue_precision(preds.reasons, [r.cues for r in records], options) if has_options else None,
+        "label_cue_recall": (mean_cue_recall(preds.reasons, label_cues)
+                             if all(c is not None for c in label_cues) else None),
+        "answer_reason_consistency": answer_reason_consistency(preds.llm, preds.reasons) if preds.answers else None,
+    }
+
+
 def build_report(fs: Any, preds: Predictions, answer_from: str, modalities: tuple[str, ...]) -> dict[str, Any]:
     truth = [r.label for r in fs.records]
-    report = classification_report(truth, preds.llm if answer_from == "llm" else preds.head, LABELS)
+    report = classification_report(truth, preds.head if answer_from == "head" else preds.llm, LABELS)
     report.update({
-        "answer_from": answer_from, "modalities": list(modalities), "n_bad": len(fs.bad), "bad": fs.bad,
-        "cue_recall": mean_cue_recall(preds.reasons, [r.cues for r in fs.records]) if preds.reasons else None,
+        "answer_from": answer_from, "modalities": list(views(modalities)), "n_bad": len(fs.bad), "bad": fs.bad,
+        **reason_scores(fs.records, preds),
         "llm_head_agreement": agreement(preds.llm, preds.head) if preds.llm else None,
         "head_acc": float(np.mean([h == t for h, t in zip(preds.head, truth, strict=True)])),
     })
@@ -135,15 +205,19 @@ def _checkpoint_runner(
 
     def predict(model: Any, es: EvalSet, preds: Predictions) -> None:
         fs = es.fs
-        for idx, v, a, subs in es.batches(batch_size, progress):
-            batch = to_batch(fs.frames[idx], fs.image[idx], fs.mel[idx], v, a, ["emotion"] * len(idx), subs)
+        for idx, on, subs in es.batches(batch_size, progress):
+            i, v, a = on.T
+            batch = to_batch(fs.frames[idx], fs.image[idx], fs.mel[idx], v, a, ["emotion"] * len(idx), subs, image_on=i)
             p = model.perception(batch.image, batch.frames, batch.mel, batch.present)
             preds.head += [LABELS[i] for i in p["logits"].argmax(-1).tolist()]
             if answer_from == "llm":
                 preds.answers += model.generate(batch, max_new_tokens=8, perception=p)
-                if reason:
-                    rb = to_batch(fs.frames[idx], fs.image[idx], fs.mel[idx], v, a, ["reason"] * len(idx), subs)
-                    preds.reasons += model.generate(rb, max_new_tokens=96, perception=p)
+            if answer_from == "reason" or (answer_from == "llm" and reason):
+                rb = to_batch(fs.frames[idx], fs.image[idx], fs.mel[idx], v, a, ["reason"] * len(idx), subs,
+                              image_on=i)
+                preds.reasons += model.generate(rb, max_new_tokens=REASON_TOKENS, perception=p)
+            if answer_from == "reason":
+                preds.answers = preds.reasons
 
     return load, predict
 
@@ -203,17 +277,19 @@ def evaluate_bundle(
 
     def predict(rt: Any, es: EvalSet, preds: Predictions) -> None:
         fs = es.fs
-        for idx, v, a, subs in es.batches(batch_size, progress):
-            present = np.stack([v, v, a], axis=1).astype(np.float32)
+        for idx, present, subs in es.batches(batch_size, progress):
             out = rt.perceive(fs.image[idx], fs.frames[idx], fs.mel[idx], present)
             preds.head += out["labels"]
-            if answer_from != "llm":
+            if answer_from == "head":
                 continue
             for j, sub in enumerate(subs):
                 tok, mask = out["tokens"][j], out["token_mask"][j]
-                preds.answers.append(rt.answer(tok, mask, "emotion", sub, max_new_tokens=8))
-                if reason:
-                    preds.reasons.append(rt.answer(tok, mask, "reason", sub, max_new_tokens=96))
+                if answer_from == "llm":
+                    preds.answers.append(rt.answer(tok, mask, "emotion", sub, max_new_tokens=8))
+                if answer_from == "reason" or reason:
+                    preds.reasons.append(rt.answer(tok, mask, "reason", sub, max_new_tokens=REASON_TOKENS))
+            if answer_from == "reason":
+                preds.answers = preds.reasons
 
     report = _run(load, data, answer_from, modalities, split, limit, progress, predict,
                   {"bundle": str(bundle)})

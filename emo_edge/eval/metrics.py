@@ -171,6 +171,60 @@ def mean_cue_recall(answers: Sequence[str], cues: Sequence[Sequence[str]]) -> fl
     return float(np.mean(values)) if values else math.nan
 
 
+def cue_precision(answer: str, cues: Sequence[str], options: Sequence[str]) -> float:
+    """Share of the cue `options` the answer names that are among the clip's own `cues`; nan if it names none.
+
+    `options` are every cue phrase the clip could have had (e.g. both "rising pitch" and "falling
+    pitch"); naming one the clip does not have is a hallucinated cue. Matching as in `cue_recall`.
+    """
+    own = {c for c in map(_normalise_text, cues) if c}
+    named = [c for c in dict.fromkeys(map(_normalise_text, options)) if c and _names_verbatim(answer, c)]
+    if not named:
+        return math.nan
+    return sum(c in own for c in named) / len(named)
+
+
+def mean_cue_precision(
+    answers: Sequence[str], cues: Sequence[Sequence[str]], options: Sequence[Sequence[str]]
+) -> float:
+    """Mean `cue_precision` over clips that name at least one option; nan when none does.
+
+    A clip whose reason names no option has no precision to average (its recall shows the miss).
+    """
+    _check_pair(answers, cues, "answers, cues")
+    _check_pair(answers, options, "answers, options")
+    values = [v for v in map(cue_precision, answers, cues, options) if not math.isnan(v)]
+    return float(np.mean(values)) if values else math.nan
+
+
+_SENTENCE_END = re.compile(r"(?<=[.!?])\s+")
+
+
+def reason_conclusion(
+    reason: str, labels: Sequence[str] = LABELS, synonyms: Mapping[str, str] = SYNONYMS
+) -> str | None:
+    """The label a reason concludes with: the last label named in its last sentence that names one.
+
+    Reasons first say which labels each cue fits ("... which fit worried or surprise") and end with
+    the conclusion ("The answer is surprise."), so the last label-naming sentence is the verdict.
+    An `<answer>` tag, when present, is the conclusion.
+    """
+    if _ANSWER_TAG.search(reason):
+        return parse_label(reason, labels, synonyms)
+    vocab = {**{name: name for name in labels}, **synonyms}
+    for sentence in reversed(_SENTENCE_END.split(reason.strip())):
+        names = [n for n in _names_in(sentence, vocab) if n in labels]
+        if names:
+            return names[-1]
+    return None
+
+
+def answer_reason_consistency(answers: Sequence[str | None], reasons: Sequence[str]) -> float:
+    """Share of clips whose answer label equals its reason's conclusion; a missing side counts as a disagreement."""
+    n = _check_pair(answers, reasons, "answers, reasons")
+    return sum(a is not None and a == reason_conclusion(r) for a, r in zip(answers, reasons, strict=True)) / n
+
+
 def sentiment_scores(y_true: Sequence[str], y_pred: Sequence[str | None], neutral: str = "neutral") -> dict:
     """Accuracy and weighted F1 over the clips whose ground truth is not `neutral` (e.g. Acc-2 / F1).
 

@@ -63,7 +63,7 @@ class Batch:
     image: torch.Tensor  # (B, 3, S, S) in [0, 1]
     frames: torch.Tensor  # (B, T, 3, s, s) in [0, 1]
     mel: torch.Tensor  # (B, n_mels, F)
-    present: torch.Tensor  # (B, 3) over (image, video, audio); image and video share the video flag
+    present: torch.Tensor  # (B, 3) over (image, video, audio); 1 present, 0 switched off
     suffixes: list[str]  # text after the multimodal tokens
     answers: list[str] | None = None  # training targets (None when generating)
 

@@ -113,6 +113,20 @@ def require(path: Path) -> Path:
     return path
 
 
+def first_existing(candidates: Iterable[Path], what: str) -> Path:
+    """The first of `candidates` that exists; FileNotFoundError naming `what` and every place looked at.
+
+    Releases of one dataset differ in where they put a file (a label file at the top or in the
+    folder of a separately released archive); each adapter lists the documented places.
+    """
+    candidates = list(candidates)
+    for path in candidates:
+        if path.exists():
+            return path
+    raise FileNotFoundError(f"missing {what}: expected one of {', '.join(map(str, candidates))} "
+                            "(is --root the dataset's top directory?)")
+
+
 def read_csv(path: Path, header: bool = True) -> list[dict[str, str]] | list[list[str]]:
     """Rows of a CSV file (BOM tolerated): dicts keyed by the header, or plain lists without one."""
     with require(path).open(encoding="utf-8-sig", errors="replace", newline="") as f:

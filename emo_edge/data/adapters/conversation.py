@@ -10,7 +10,7 @@ import re
 from collections.abc import Iterator
 from pathlib import Path
 
-from emo_edge.data.adapters.base import Adapter, ClipSpec, column, labelmap, read_csv, require
+from emo_edge.data.adapters.base import Adapter, ClipSpec, column, first_existing, labelmap, read_csv, require
 from emo_edge.data.adapters.mer import find_video
 
 MELD_SPLITS = {"train": "train_splits", "dev": "dev_splits_complete", "test": "output_repeated_splits_test"}
@@ -24,16 +24,20 @@ _IEMOCAP_LINE = re.compile(r"^\[(\S+) - (\S+)\]\t(\S+)\t(\S+)\t\[(\S+), (\S+), (
 def scan_meld(root: Path) -> Iterator[ClipSpec]:
     """{train,dev,test}_sent_emo.csv + train_splits/, dev_splits_complete/, output_repeated_splits_test/.
 
-    Videos are named dia<Dialogue_ID>_utt<Utterance_ID>.mp4.
+    MELD.Raw unpacks each split's archive into a folder of its own (train/train_splits, ...) or
+    flat; the CSVs sit at the top or in the split's folder. Videos are named dia<D>_utt<U>.mp4.
     """
     emo, sent = labelmap("meld"), labelmap("sentiment")
     for split, folder in MELD_SPLITS.items():
-        for r in read_csv(root / f"{split}_sent_emo.csv"):
+        table = first_existing([root / f"{split}_sent_emo.csv", root / split / f"{split}_sent_emo.csv"],
+                               f"MELD {split} annotation file")
+        videos = first_existing([root / folder, root / split / folder], f"MELD {split} video folder")
+        for r in read_csv(table):
             name = f"dia{r['Dialogue_ID'].strip()}_utt{r['Utterance_ID'].strip()}"
             yield ClipSpec(
                 id=f"{split}_{name}", split="val" if split == "dev" else split,
                 label=emo.own(r["Emotion"], f"{name}: "),
-                video=root / folder / f"{name}.mp4", subtitle=r["Utterance"].strip(),
+                video=videos / f"{name}.mp4", subtitle=r["Utterance"].strip(),
                 meta={"sentiment": sent.own(r["Sentiment"], f"{name}: "), "speaker": r.get("Speaker", "")},
             )
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from pathlib import Path
 
-from emo_edge.data.adapters.base import Adapter, ClipSpec, labelmap, read_csv, require
+from emo_edge.data.adapters.base import Adapter, ClipSpec, first_existing, labelmap, read_csv, require
 
 FOLD = 1  # DFEW and MAFW ship five folds; the benchmarks use the first
 CAER_SPLITS = {"train": "train", "validation": "val", "test": "test"}
@@ -21,14 +21,29 @@ def scan_caer(root: Path) -> Iterator[ClipSpec]:
                 yield ClipSpec(id=f"{split}_{label_dir.name}_{video.stem}", split=split, label=label, video=video)
 
 
+# The DFEW release README names the label folders "train(single_labeled)"; most code spells them
+# "train(single-labeled)". Original clips are named by their number ("1.mp4"); the face-cropped
+# video variant uses zero-padded names ("clip_224x224_avi/00001.avi").
+DFEW_SPLIT_DIRS = ("{split}(single-labeled)", "{split}(single_labeled)")
+DFEW_VIDEOS = ("Clip/original/{n}.mp4", "Clip/original/{n:05d}.mp4", "Clip/clip_224x224_avi/{n:05d}.avi",
+               "Clip/clip_224x224_avi/{n}.avi")
+
+
+def dfew_video(root: Path, n: int) -> Path:
+    """The clip file of DFEW clip number n in any documented layout (the first candidate when none exists)."""
+    candidates = [root / pattern.format(n=n) for pattern in DFEW_VIDEOS]
+    return next((p for p in candidates if p.is_file()), candidates[0])
+
+
 def scan_dfew(root: Path) -> Iterator[ClipSpec]:
-    """EmoLabel_DataSplit/{train,test}(single-labeled)/set_1.csv (video_name, label 1..7) + Clip/original/NNNNN.mp4."""
+    """EmoLabel_DataSplit/{train,test}(single-labeled)/set_1.csv (video_name, label 1..7) + the clips (DFEW_VIDEOS)."""
     lm = labelmap("dfew")
     for split in ("train", "test"):
-        for r in read_csv(root / "EmoLabel_DataSplit" / f"{split}(single-labeled)" / f"set_{FOLD}.csv"):
-            name = f"{int(r['video_name']):05d}"
+        folders = [root / "EmoLabel_DataSplit" / d.format(split=split) / f"set_{FOLD}.csv" for d in DFEW_SPLIT_DIRS]
+        for r in read_csv(first_existing(folders, f"DFEW {split} split file")):
+            n = int(r["video_name"])
             label = lm.labels[int(r["label"]) - 1]
-            yield ClipSpec(id=name, split=split, label=label, video=root / "Clip" / "original" / f"{name}.mp4")
+            yield ClipSpec(id=f"{n:05d}", split=split, label=label, video=dfew_video(root, n))
 
 
 def _mafw(root: Path, kind: str) -> Iterator[ClipSpec]:

@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from pathlib import Path
 
-from emo_edge.data.adapters.base import Adapter, ClipSpec, labelmap, read_csv, split_words
+from emo_edge.data.adapters.base import Adapter, ClipSpec, first_existing, labelmap, read_csv, split_words
 
 VIDEO_EXTS = (".mp4", ".avi", ".mkv")
 
@@ -40,22 +40,37 @@ def _discrete(
                        subtitle=subs.get(name, ""), valence=valence)
 
 
+MER2023_TEST_LABEL_DIRS = (".", "test-labels", "test_labels")  # test labels came out after the challenge, apart
+
+
 def scan_mer2023(root: Path) -> Iterator[ClipSpec]:
-    """train/ + train-label.csv, test1..3/ + test{1,2,3}-label.csv (name, discrete, valence)."""
+    """train/ + train-label.csv, test1..3/ + test{1,2,3}-label.csv (name, discrete, valence).
+
+    The test label files were released separately from the videos; they are looked for at the top
+    and in a test-labels/ or test_labels/ folder, and a missing one stops the preparation naming it.
+    """
     subs = transcripts(root / "transcription.csv")
     yield from _discrete(read_csv(root / "train-label.csv"), "train", root / "train", subs, "mer2023")
     for k in (1, 2, 3):
-        labels = root / f"test{k}-label.csv"
-        if labels.is_file():  # test label files were released separately; take the ones present
-            yield from _discrete(read_csv(labels), f"test{k}", root / f"test{k}", subs, "mer2023")
+        labels = first_existing([root / d / f"test{k}-label.csv" for d in MER2023_TEST_LABEL_DIRS],
+                                f"MER2023 test{k} label file")
+        yield from _discrete(read_csv(labels), f"test{k}", root / f"test{k}", subs, "mer2023")
+
+
+MER2024_TEST_VIDEOS = ("video-unlabeled", "video-unlabeled-with-test2noise")  # the MER-SEMI clips sit among these
 
 
 def scan_mer2024(root: Path) -> Iterator[ClipSpec]:
-    """video-labeled/ + label-disdim.csv (train); video-unlabeled/ + semi-label.csv (MER-SEMI test, if present)."""
+    """video-labeled/ + label-disdim.csv (train); video-unlabeled/ + semi-label.csv (the MER-SEMI test labels).
+
+    semi-label.csv was released after the challenge; without it there is no test split, and the
+    preparation stops naming the file rather than writing a train split alone.
+    """
     subs = transcripts(root / "label-transcription.csv")
     yield from _discrete(read_csv(root / "label-disdim.csv"), "train", root / "video-labeled", subs, "mer2024")
-    if (root / "semi-label.csv").is_file():
-        yield from _discrete(read_csv(root / "semi-label.csv"), "test", root / "video-unlabeled", subs, "mer2024")
+    labels = first_existing([root / "semi-label.csv"], "MER2024 test (MER-SEMI) label file")
+    videos = first_existing([root / d for d in MER2024_TEST_VIDEOS], "MER2024 test video folder")
+    yield from _discrete(read_csv(labels), "test", videos, subs, "mer2024")
 
 
 def scan_ovmerd(root: Path) -> Iterator[ClipSpec]:
