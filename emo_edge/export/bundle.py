@@ -22,7 +22,7 @@ from typing import Any
 
 from rich.console import Console
 
-from emo_edge import __version__
+from emo_edge import __version__, resources
 from emo_edge.labels import LABELS
 from emo_edge.prompts import prompt_record
 from emo_edge.runtime.bundle import FORMAT_VERSION, MANIFEST, BundleError, file_table, load_bundle
@@ -30,6 +30,7 @@ from emo_edge.runtime.bundle import FORMAT_VERSION, MANIFEST, BundleError, file_
 console = Console(stderr=True)
 DEFAULT_PARITY_CLIPS = 12
 PARITY_SEED = 90210  # seed of the SynthEmo clips generated for parity when no data is given
+DEFAULT_CALIBRATION = "synthemo-val"  # the INT8 calibration manifest used when none is given (emo_edge.resources)
 
 
 def _parity_clips(cfg: Any, data: str | Path | None, n: int, work: Path) -> Any:
@@ -100,7 +101,7 @@ def _export_perception(model: Any, profile: Any, tmp: Path, clips: Any, calibrat
     if int8_graphs:
         from emo_edge.export.quantize import QuantSettings, calibrate, compare_int8
 
-        source = calibration or Path(__file__).resolve().parents[2] / "calibration" / "synthemo-val.yaml"
+        source = calibration or resources.find(resources.CALIBRATIONS, DEFAULT_CALIBRATION)
         layout = profile.perception.quant_layout
         _stage(f"INT8 QDQ ({layout} layout) for {', '.join(int8_graphs)} from {source}")
         cal = calibrate(tmp / "perception" / "fp32", source, tmp / "perception" / "int8", frontend=model.cfg,
