@@ -133,7 +133,7 @@ def _manifest(model: Any, profile: Any, ckpt: Path, meta: dict, perception: dict
     width = model.llm.get_input_embeddings().embedding_dim
     return {
         "format_version": FORMAT_VERSION,
-        "created": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         "emo_edge_version": __version__,
         "versions": {**perception["versions"], **llm["versions"], "python": platform.python_version()},
         "machine": {"platform": platform.platform(), "processor": platform.machine()},
