@@ -186,3 +186,28 @@ def test_wheel_carries_the_data_files_and_exports_cpu_x86_without_the_repository
     assert Path(out["calibration"]) == synth_dir.resolve()  # ./calibration/../data/synthemo, from the project dir
     manifest = json.loads((work / "bundle" / "manifest.json").read_text())
     assert manifest["target"]["name"] == "cpu-x86" and "int8" in manifest["perception"]
+
+
+# ---------------------------------------------------------------------------------------------
+# the robot's Python: the CLI's runtime paths need no torch (scripts/check_py310.sh runs them on 3.10)
+# ---------------------------------------------------------------------------------------------
+
+
+def test_cli_and_runtime_import_without_torch():
+    code = ("import sys\n"
+            "sys.modules['torch'] = None  # any `import torch` now raises ImportError\n"
+            "import importlib, pkgutil\n"
+            "import emo_edge.runtime\n"
+            "from emo_edge.cli import app\n"
+            "names = [m.name for m in pkgutil.iter_modules(emo_edge.runtime.__path__, 'emo_edge.runtime.')]\n"
+            "for name in [*names, 'emo_edge.eval.evaluate', 'emo_edge.export.profiles', 'emo_edge.resources']:\n"
+            "    importlib.import_module(name)\n"
+            "for command in ('run', 'eval', 'info'):\n"
+            "    try:\n"
+            "        app([command, '--help'], standalone_mode=False)\n"
+            "    except SystemExit as e:\n"
+            "        assert e.code in (0, None), e.code\n"
+            "print('modules', len(names))")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd=ROOT)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert int(proc.stdout.split()[-1]) >= 5  # the runtime's modules were found and imported
