@@ -30,6 +30,7 @@ CARRIED = ROOT / ".gpu_check"  # filled by `scripts/gpu_check.sh --prepare` on a
 LLAMA_VERSION = "0.3.36"
 GPU_TEST_FILES = ("tests/test_gpu.py", "tests/test_scale.py", "tests/test_tensorrt_logic.py")
 SAME_ANSWERS_MIN = 0.99  # share of identical greedy answers, GPU vs CPU
+LLM_CLIPS = 100  # clips for that comparison, two prompts each (emotion, reason)
 BUDGET_S = 480  # the whole check: 8 minutes
 TIMEOUTS_S = {"install": 120, "llama_build": 360, "gpu_tests": 240, "bundle": 180, "llama_compare": 150}
 # llama.cpp for one GPU: FlashAttention kernels left out (the larger part of the CUDA compile; llama.cpp's
@@ -148,7 +149,10 @@ def start_llama_build(report: Report, env_info: dict[str, Any], work: Path) -> B
     with tarfile.open(sdist) as tar:
         tar.extractall(work, filter="data")
     src = work / f"llama_cpp_python-{LLAMA_VERSION}"
-    cmake_args = f"{LLAMA_CMAKE} -DCMAKE_CUDA_ARCHITECTURES={env_info['cuda_arch']}"
+    hints, libdir = cublas_hints()
+    cmake_args = " ".join([LLAMA_CMAKE, f"-DCMAKE_CUDA_ARCHITECTURES={env_info['cuda_arch']}", *hints])
+    if libdir:  # needed again when llama.cpp loads
+        os.environ["LD_LIBRARY_PATH"] = os.pathsep.join(filter(None, [libdir, os.environ.get("LD_LIBRARY_PATH")]))
     env = {**os.environ, "CMAKE_ARGS": cmake_args, "CMAKE_BUILD_PARALLEL_LEVEL": str(os.cpu_count() or 4)}
     cmd = [sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation", "--no-index",
            str(src), "-w", str(work / "dist")]
@@ -156,6 +160,22 @@ def start_llama_build(report: Report, env_info: dict[str, Any], work: Path) -> B
     with log.open("w") as f:
         proc = subprocess.Popen(cmd, cwd=work, env=env, stdout=f, stderr=subprocess.STDOUT)
     return Build(proc, time.monotonic(), cmake_args, log)
+
+
+def cublas_hints(site_dirs: list[str] | None = None) -> tuple[list[str], str | None]:
+    """CMake arguments and the library directory for cuBLAS when nvcc's toolkit lacks it but a pip nvidia-cublas
+    wheel (as PyTorch installs it: site-packages/nvidia/<cuXX>/{include,lib}) has it; ([], None) otherwise."""
+    nvcc = shutil.which("nvcc")
+    if nvcc and (Path(nvcc).resolve().parents[1] / "include" / "cublas_v2.h").is_file():
+        return [], None
+    for root in site_dirs if site_dirs is not None else [p for p in sys.path if p.endswith("-packages")]:
+        for header in sorted(Path(root).glob("nvidia/*/include/cublas_v2.h")):
+            inc, lib = header.parent, header.parent.parent / "lib"
+            blas, blas_lt = sorted(lib.glob("libcublas.so*")), sorted(lib.glob("libcublasLt.so*"))
+            if blas and blas_lt:
+                return [f"-DCUDA_cublas_LIBRARY={blas[0]}", f"-DCUDA_cublasLt_LIBRARY={blas_lt[0]}",
+                        f"-DCMAKE_CUDA_FLAGS=-I{inc}", f"-DCMAKE_CXX_FLAGS=-I{inc}"], str(lib)
+    return [], None
 
 
 @dataclass
@@ -336,6 +356,18 @@ def _compare_main(bundle: Path, clips: Path, out: Path) -> None:
         "timing": {"model": b.manifest["llm"]["files"][b.quant], **timing}}, indent=2))
 
 
+def prepare_data(carried: Path) -> None:
+    """Here, with espeak-ng: the test suite's SynthEmo set (tests/conftest.py's recipe) and the llama.cpp clips."""
+    sys.path.insert(0, str(ROOT / "tests"))
+    from conftest import SYNTH_SEED, SYNTH_SPLITS
+
+    from emo_edge.data.synth import generate
+
+    for split, n in SYNTH_SPLITS:
+        generate(carried / "synthemo", n, seed=SYNTH_SEED, split=split, workers=2, progress=False)
+    generate(carried / "synthemo-llm", LLM_CLIPS, seed=11, split="test", workers=2, progress=False)
+
+
 # ---------------------------------------------------------------------------------------------
 
 
@@ -344,7 +376,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("json", nargs="?", help="results file (default $OUT/gpu_check.json, else ./gpu_check.json)")
     ap.add_argument("--dry-run", action="store_true", help="record the environment; every other part is skipped")
     ap.add_argument("--llama-compare", nargs=3, metavar=("BUNDLE", "CLIPS", "OUT"), help=argparse.SUPPRESS)
+    ap.add_argument("--prepare-data", metavar="DIR", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
+    if args.prepare_data:
+        prepare_data(Path(args.prepare_data))
+        return 0
     if args.llama_compare:
         _compare_main(*(Path(a) for a in args.llama_compare))
         return 0

@@ -24,20 +24,8 @@ print(' '.join(f'{p}=={m.version(p)}' for p in ('soundfile', 'cffi', 'pycparser'
     --platform manylinux_2_28_x86_64 --platform manylinux_2_27_x86_64 --platform manylinux_2_17_x86_64 \
     --platform manylinux2014_x86_64 --platform manylinux1_x86_64 --platform any -d "$dir/wheels" \
     $pins
-  # SynthEmo: the test suite's set (tests/conftest.py: SYNTH_SPLITS, seed 7) and 100 test clips for llama.cpp
-  .venv/bin/python - "$dir" <<'PY'
-import sys
-from pathlib import Path
-
-sys.path.insert(0, "tests")
-from conftest import SYNTH_SEED, SYNTH_SPLITS
-from emo_edge.data.synth import generate
-
-out = Path(sys.argv[1])
-for split, n in SYNTH_SPLITS:
-    generate(out / "synthemo", n, seed=SYNTH_SEED, split=split, workers=2, progress=False)
-generate(out / "synthemo-llm", 100, seed=11, split="test", workers=2, progress=False)
-PY
+  # SynthEmo clips: the test suite's set and 100 test clips for llama.cpp (espeak-ng is not on the GPU machine)
+  .venv/bin/python scripts/gpu_check.py --prepare-data "$dir"
   du -sh "$dir" "$dir"/*
   exit 0
 fi
