@@ -150,7 +150,8 @@ def start_llama_build(report: Report, env_info: dict[str, Any], work: Path) -> B
         tar.extractall(work, filter="data")
     src = work / f"llama_cpp_python-{LLAMA_VERSION}"
     hints, libdir = cublas_hints()
-    cmake_args = " ".join([LLAMA_CMAKE, f"-DCMAKE_CUDA_ARCHITECTURES={env_info['cuda_arch']}", *hints])
+    cmake_args = " ".join([LLAMA_CMAKE, f"-DCMAKE_CUDA_ARCHITECTURES={env_info['cuda_arch']}", *hints,
+                           *driver_link_args()])
     if libdir:  # needed again when llama.cpp loads
         os.environ["LD_LIBRARY_PATH"] = os.pathsep.join(filter(None, [libdir, os.environ.get("LD_LIBRARY_PATH")]))
     env = {**os.environ, "CMAKE_ARGS": cmake_args, "CMAKE_BUILD_PARALLEL_LEVEL": str(os.cpu_count() or 4)}
@@ -176,6 +177,17 @@ def cublas_hints(site_dirs: list[str] | None = None) -> tuple[list[str], str | N
                 return [f"-DCUDA_cublas_LIBRARY={blas[0]}", f"-DCUDA_cublasLt_LIBRARY={blas_lt[0]}",
                         f"-DCMAKE_CUDA_FLAGS=-I{inc}", f"-DCMAKE_CXX_FLAGS=-I{inc}"], str(lib)
     return [], None
+
+
+def driver_link_args() -> list[str]:
+    """ggml links libcuda.so for its virtual-memory pool; where no unversioned libcuda.so is there to link
+    (a toolkit without stubs), build without that pool (GGML_CUDA_NO_VMM) instead of failing to configure."""
+    nvcc = shutil.which("nvcc")
+    root = Path(nvcc).resolve().parents[1] if nvcc else Path("/usr/local/cuda")
+    candidates = [root / d / "libcuda.so" for d in ("lib64", "lib64/stubs", "targets/x86_64-linux/lib/stubs")]
+    code, out = run(["ldconfig", "-p"], 30)
+    found = any(c.is_file() for c in candidates) or (code == 0 and " libcuda.so " in out.replace("\t", " "))
+    return [] if found else ["-DGGML_CUDA_NO_VMM=ON"]
 
 
 @dataclass
