@@ -53,7 +53,9 @@ names = ["emo_edge.cli", "emo_edge.resources", "emo_edge.config", "emo_edge.eval
 names += [m.name for m in pkgutil.iter_modules(emo_edge.runtime.__path__, "emo_edge.runtime.")]
 for name in names:
     importlib.import_module(name)
-print(f"imported {len(names)} modules on Python {sys.version.split()[0]} without torch")
+from emo_edge.export.profiles import load_profile  # a target profile from the wheel's package data
+assert load_profile("cpu-x86").llm.quantization == "q8_0"
+print(f"imported {len(names)} modules on Python {sys.version.split()[0]} without torch; profiles from the wheel")
 PY
 "$VENV/bin/emo-edge" eval --bundle "$BUNDLE" --data "$work/clips" --limit "$N_CLIPS" --json "$work/eval.json"
 "$VENV/bin/python" -c "
