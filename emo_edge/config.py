@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from dataclasses import dataclass, field
+import typing
+from dataclasses import MISSING, dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -239,32 +240,44 @@ T = TypeVar("T")
 
 
 def from_dict(cls: type[T], data: dict[str, Any] | None, where: str = "") -> T:
-    """Build dataclass `cls` from nested dicts; unknown keys raise naming the valid ones."""
+    """Build dataclass `cls` from nested dicts; unknown or missing keys raise naming the valid ones.
+
+    A field typed as a dataclass takes a mapping (or null: its defaults); `where` prefixes messages."""
     data = data or {}
+    if not isinstance(data, dict):
+        raise ValueError(f"{where or cls.__name__}: expected a mapping, got {data!r}")
     fields = {f.name: f for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
     unknown = set(data) - set(fields)
     if unknown:
         raise ValueError(f"{where or cls.__name__}: unknown key(s) {sorted(unknown)}; valid: {sorted(fields)}")
+    required = {n for n, f in fields.items() if f.init and f.default is MISSING and f.default_factory is MISSING}
+    if required - set(data):
+        raise ValueError(f"{where or cls.__name__}: missing key(s) {sorted(required - set(data))}")
+    hints = typing.get_type_hints(cls)  # the field types, resolved in cls's own module
     kwargs = {}
     for name, value in data.items():
-        ftype = fields[name].type
-        sub = _dataclass_for(ftype)
-        kwargs[name] = from_dict(sub, value, f"{where}.{name}".strip(".")) if sub and isinstance(value, dict) else value
+        sub = hints.get(name)
+        nested = isinstance(sub, type) and dataclasses.is_dataclass(sub)
+        kwargs[name] = from_dict(sub, value, f"{where}.{name}".strip(".")) if nested else value
     return cls(**kwargs)
 
 
-def _dataclass_for(type_name: Any) -> type | None:
-    name = type_name if isinstance(type_name, str) else getattr(type_name, "__name__", "")
-    return _BY_NAME.get(name)
+def load_yaml(cls: type[T], path: str | Path, **defaults: Any) -> T:
+    """Dataclass `cls` from a YAML file (presets, export profiles, calibration manifests).
 
-
-_BY_NAME = {
-    c.__name__: c
-    for c in (
-        FrontendConfig, ViTConfig, VideoEncoderConfig, AudioEncoderConfig, FusionConfig, HeadConfig,
-        LLMConfig, LoRAConfig, TokenBudget, ModelConfig, TrainConfig, Preset,
-    )
-}
+    `defaults` fill keys the file leaves out (e.g. a name from the file name). Bad YAML, unknown or missing
+    keys and the dataclasses' own checks raise ValueError naming the file and the field."""
+    path = Path(path)
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as e:
+        raise ValueError(f"{path}: not valid YAML ({e})") from e
+    if data is not None and not isinstance(data, dict):
+        raise ValueError(f"{path}: expected a mapping at the top level, got {type(data).__name__}")
+    try:
+        return from_dict(cls, {**defaults, **(data or {})})
+    except (TypeError, ValueError) as e:
+        raise ValueError(f"{path}: {e}") from e
 
 
 def to_dict(obj: Any) -> dict[str, Any]:
@@ -282,8 +295,7 @@ def load_preset(name_or_path: str | Path) -> Preset:
         path = PRESET_DIR / f"{name_or_path}.yaml"
     if not path.is_file():
         raise ValueError(f"unknown preset {str(name_or_path)!r}; available: {', '.join(list_presets())} or a YAML path")
-    data = yaml.safe_load(path.read_text()) or {}
-    return from_dict(Preset, data, where=path.name)
+    return load_yaml(Preset, path)
 
 
 def save_yaml(obj: Any, path: str | Path) -> None:
@@ -291,4 +303,4 @@ def save_yaml(obj: Any, path: str | Path) -> None:
 
 
 def load_model_config(path: str | Path) -> ModelConfig:
-    return from_dict(ModelConfig, yaml.safe_load(Path(path).read_text()), where=str(path))
+    return load_yaml(ModelConfig, path)

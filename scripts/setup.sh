@@ -29,16 +29,8 @@ python -m pip install -q "torch==2.13.0"
 
 # llama-cpp-python is published as an sdist only: compile it once (portable AVX2 build, ~4 min on
 # 2 cores) into .wheels/ and install from there, so later installs in this checkout never rebuild.
-LLAMA_CPP_VERSION=0.3.36
 if ! python -c "import llama_cpp" 2>/dev/null; then
-  whl=$(ls .wheels/llama_cpp_python-${LLAMA_CPP_VERSION}-*.whl 2>/dev/null | head -n 1 || true)
-  if [ -z "$whl" ]; then
-    echo "building llama-cpp-python ${LLAMA_CPP_VERSION} (one time, a few minutes)"
-    CMAKE_ARGS="${CMAKE_ARGS:--DGGML_NATIVE=OFF -DLLAVA_BUILD=OFF}" \
-      python -m pip wheel -q --no-deps -w .wheels "llama-cpp-python==${LLAMA_CPP_VERSION}"
-    whl=$(ls .wheels/llama_cpp_python-${LLAMA_CPP_VERSION}-*.whl | head -n 1)
-  fi
-  python -m pip install -q "$whl"
+  python -m pip install -q "$(bash scripts/llama_wheel.sh python)"
 fi
 python -m pip install -q -e ".[train,export,runtime,ros,dev]"
 # ROS 2 workspace (interfaces + node) for tests/test_ros_node.py; skipped when ros2_ws/src is unchanged

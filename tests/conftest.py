@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -9,13 +10,24 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 
 
+SYNTH_SPLITS = (("train", 36), ("val", 12), ("test", 12))  # clips per split of the session's SynthEmo set
+SYNTH_SEED = 7
+
+
 @pytest.fixture(scope="session")
 def synth_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The session's SynthEmo set; EMO_EDGE_SYNTH_DIR names one made beforehand with the same recipe
+    (scripts/gpu_check.sh --prepare, for a machine without espeak-ng)."""
     from emo_edge.data.synth import generate
 
+    given = os.environ.get("EMO_EDGE_SYNTH_DIR")
+    if given:
+        missing = [s for s, _ in SYNTH_SPLITS if not (Path(given) / f"{s}.jsonl").is_file()]
+        assert not missing, f"EMO_EDGE_SYNTH_DIR={given} lacks {missing}"
+        return Path(given)
     out = tmp_path_factory.mktemp("synthemo")
-    for split, n in (("train", 36), ("val", 12), ("test", 12)):
-        generate(out, n, seed=7, split=split, workers=2, progress=False)
+    for split, n in SYNTH_SPLITS:
+        generate(out, n, seed=SYNTH_SEED, split=split, workers=2, progress=False)
     return out
 
 

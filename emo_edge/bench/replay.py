@@ -309,7 +309,7 @@ def run_replay(cfg: ReplayConfig, command: str | None = None) -> dict[str, Any]:
     work = Path(cfg.out) / "replay"
     work.mkdir(parents=True, exist_ok=True)
     results: dict[str, Any] = {"schema_version": SCHEMA_VERSION, "command": command,
-                               "started": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+                               "started": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
                                "config": cfg.to_dict(), "versions": versions(),
                                "machine": {**machine_info(), "load_before": _load()},
                                "bundle": {"path": str(cfg.bundle), "target": manifest["target"]["name"],

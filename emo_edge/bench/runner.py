@@ -350,7 +350,7 @@ def run_bench(cfg: BenchConfig, windows: list[Window] | None = None, command: st
     trained = m["token_layout"]["budget"]
     budgets = analysis.resolve_budgets(trained, BUDGETS)
     counts = {k: sum(b.values()) for k, b in budgets.items()}
-    started, load_before = dt.datetime.now(dt.UTC).isoformat(timespec="seconds"), _load()
+    started, load_before = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"), _load()
     results: dict[str, Any] = {"schema_version": SCHEMA_VERSION, "started": started, "command": command,
                                "config": cfg.to_dict(),
                                "versions": versions(), "machine": {**machine_info(), "load_before": load_before},

@@ -22,7 +22,7 @@ from typing import Any
 
 from rich.console import Console
 
-from emo_edge import __version__
+from emo_edge import __version__, resources
 from emo_edge.labels import LABELS
 from emo_edge.prompts import prompt_record
 from emo_edge.runtime.bundle import FORMAT_VERSION, MANIFEST, BundleError, file_table, load_bundle
@@ -30,6 +30,7 @@ from emo_edge.runtime.bundle import FORMAT_VERSION, MANIFEST, BundleError, file_
 console = Console(stderr=True)
 DEFAULT_PARITY_CLIPS = 12
 PARITY_SEED = 90210  # seed of the SynthEmo clips generated for parity when no data is given
+DEFAULT_CALIBRATION = "synthemo-val"  # the INT8 calibration manifest used when none is given (emo_edge.resources)
 
 
 def _parity_clips(cfg: Any, data: str | Path | None, n: int, work: Path) -> Any:
@@ -54,7 +55,7 @@ def default_calibration() -> Path:
     missing, as on a fresh clone, so `emo-edge export` needs no manual data step."""
     from emo_edge.export.quantize import load_manifest
 
-    path = Path(__file__).resolve().parents[2] / "calibration" / "synthemo-val.yaml"
+    path = resources.find(resources.CALIBRATIONS, DEFAULT_CALIBRATION)
     m = load_manifest(path)
     data = Path(m.data)
     if not data.is_file() and not (data / f"{m.split}.jsonl").is_file():
@@ -149,7 +150,7 @@ def _manifest(model: Any, profile: Any, ckpt: Path, meta: dict, perception: dict
     width = model.llm.get_input_embeddings().embedding_dim
     return {
         "format_version": FORMAT_VERSION,
-        "created": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         "emo_edge_version": __version__,
         "versions": {**perception["versions"], **llm["versions"], "python": platform.python_version()},
         "machine": {"platform": platform.platform(), "processor": platform.machine()},

@@ -1,7 +1,7 @@
 """Export target profiles: per-device choices for the perception graphs and the LLM, as data files.
 
 A profile lives in `export/<name>.yaml` at the repository root (`cpu-x86`, `jetson-orin-agx`,
-`jetson-orin-nano`) or at any path. It records, per target:
+`jetson-orin-nano`; a wheel carries copies, found through `emo_edge.resources`) or at any path. It records, per target:
 
     perception  backend (onnxruntime | tensorrt), execution providers in order, threads, a
                 precision per graph of `io_spec.GRAPHS` (fp32 | fp16 | int8) and the int8 QDQ layout
@@ -23,13 +23,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
-import emo_edge
-from emo_edge.config import STREAMS, ModelConfig, TokenBudget
+from emo_edge import resources
+from emo_edge.config import STREAMS, ModelConfig, TokenBudget, from_dict, load_yaml
 from emo_edge.export.io_spec import GRAPHS
 
-PROFILE_DIR = Path(emo_edge.__file__).parents[1] / "export"
 PRECISIONS: tuple[str, ...] = ("fp32", "fp16", "int8")
 BACKENDS: tuple[str, ...] = ("onnxruntime", "tensorrt")
 TRT_EP, CUDA_EP, CPU_EP = "TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"
@@ -181,47 +178,18 @@ class ExportProfile:
 # loading
 # ---------------------------------------------------------------------------------------------
 
-_SECTIONS = {"perception": PerceptionProfile, "tensorrt": TensorRTProfile, "llm": LLMProfile,
-             "runtime": RuntimeProfile}
-
 
 def list_profiles() -> list[str]:
-    return sorted(p.stem for p in PROFILE_DIR.glob("*.yaml"))
+    return resources.names(resources.PROFILES)
 
 
 def profile_from_dict(data: dict[str, Any], name: str = "") -> ExportProfile:
     """An ExportProfile from nested dicts; unknown keys raise naming the valid ones."""
-    data = dict(data)
-    data.setdefault("name", name)
-    _check_keys("profile", data, ExportProfile)
-    for key, cls in _SECTIONS.items():
-        section = data.get(key) or {}
-        if not isinstance(section, dict):
-            raise ValueError(f"{key}: expected a mapping, got {section!r}")
-        _check_keys(key, section, cls)
-        data[key] = cls(**section)
-    return ExportProfile(**data)
-
-
-def _check_keys(where: str, data: dict[str, Any], cls: type) -> None:
-    valid = {f.name for f in dataclasses.fields(cls)}
-    unknown = set(data) - valid
-    if unknown:
-        raise ValueError(f"{where}: unknown key(s) {sorted(unknown)}; valid: {sorted(valid)}")
+    return from_dict(ExportProfile, {"name": name, **data})
 
 
 def load_profile(name_or_path: str | Path) -> ExportProfile:
-    """A profile by name (a file in `export/`) or a path to a YAML file; ValueError naming the file and field."""
-    path = Path(name_or_path)
-    if not path.suffix:
-        path = PROFILE_DIR / f"{name_or_path}.yaml"
-    if not path.is_file():
-        raise ValueError(f"unknown export profile {str(name_or_path)!r}; available: "
-                         f"{', '.join(list_profiles()) or '(none)'} or a YAML path")
-    data = yaml.safe_load(path.read_text()) or {}
-    if not isinstance(data, dict):
-        raise ValueError(f"{path}: expected a mapping at the top level")
-    try:
-        return profile_from_dict(data, name=path.stem)
-    except (TypeError, ValueError) as e:
-        raise ValueError(f"{path}: {e}") from e
+    """A profile by name (`emo_edge.resources`: the repository's `export/`, else the package's copies) or a path
+    to a YAML file; ValueError naming the file and field."""
+    path = resources.find(resources.PROFILES, name_or_path)
+    return load_yaml(ExportProfile, path, name=path.stem)

@@ -49,9 +49,9 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import yaml
 
-from emo_edge.config import FrontendConfig
+from emo_edge import resources
+from emo_edge.config import FrontendConfig, load_yaml
 from emo_edge.data.features import ClipError, FeatureSet, load_clip
 from emo_edge.data.schema import find_split, read_jsonl
 from emo_edge.export.io_spec import GRAPHS, SPEC_FILE, IOSpec, as_io_spec
@@ -108,17 +108,14 @@ class CalibrationManifest:
                              f"options: {', '.join(PREPROCESSING)}")
 
 
-def load_manifest(path: str | Path) -> CalibrationManifest:
-    path = Path(path)
-    data = yaml.safe_load(path.read_text()) or {}
-    valid = {f.name for f in dataclasses.fields(CalibrationManifest)}
-    if not isinstance(data, dict) or set(data) - valid:
-        raise ValueError(f"{path}: unknown key(s) {sorted(set(data) - valid)}; valid: {sorted(valid)}")
-    if "data" not in data:
-        raise ValueError(f"{path}: `data` (a directory with <split>.jsonl, or a JSONL file) is required")
-    data["data"] = str((path.parent / data["data"]).resolve())  # relative to the manifest; absolute stays
-    data.setdefault("name", path.stem)
-    return CalibrationManifest(**data)
+def load_manifest(name_or_path: str | Path) -> CalibrationManifest:
+    """A calibration manifest by name (`synthemo-val`, found through `emo_edge.resources`) or path.
+
+    A relative `data` path is taken from the manifest's directory (see `resources.relative_base`)."""
+    path = resources.find(resources.CALIBRATIONS, name_or_path)
+    manifest = load_yaml(CalibrationManifest, path, name=path.stem)
+    manifest.data = str((resources.relative_base(path, resources.CALIBRATIONS) / manifest.data).resolve())
+    return manifest
 
 
 def load_calibration_set(manifest: CalibrationManifest, fe: FrontendConfig, n: int | None = None) -> FeatureSet:
