@@ -37,11 +37,17 @@ def build_llm(cfg: LLMConfig, tok: Tokenizer | None = None) -> nn.Module:
 
 
 def load_llm(path: str | Path) -> nn.Module:
+    """A causal LM from a Hugging Face directory or a GGUF file (dequantised to float32 by transformers)."""
     from transformers import AutoModelForCausalLM
 
     path = Path(path)
+    if path.suffix == ".gguf":
+        if not path.is_file():
+            raise FileNotFoundError(f"{path}: no such GGUF file")
+        return AutoModelForCausalLM.from_pretrained(str(path.parent), gguf_file=path.name, dtype=torch.float32,
+                                                    attn_implementation="sdpa")
     if not (path / "config.json").is_file():
-        raise FileNotFoundError(f"{path}: not a Hugging Face model directory (no config.json)")
+        raise FileNotFoundError(f"{path}: not a Hugging Face model directory (no config.json) nor a .gguf file")
     return AutoModelForCausalLM.from_pretrained(str(path), dtype=torch.float32, attn_implementation="sdpa")
 
 

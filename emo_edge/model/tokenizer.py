@@ -1,4 +1,4 @@
-"""Tokenizers: our SentencePiece model (trained on the instruction corpus) or a local HF tokenizer."""
+"""Tokenizers: our SentencePiece model (trained on the instruction corpus), a local HF tokenizer, or a GGUF's."""
 
 from __future__ import annotations
 
@@ -26,8 +26,10 @@ class Tokenizer:
         else:
             from transformers import AutoTokenizer
 
+            where = {"pretrained_model_name_or_path": str(path.parent), "gguf_file": path.name} \
+                if path.suffix == ".gguf" else {"pretrained_model_name_or_path": str(path)}
             try:
-                self._hf = AutoTokenizer.from_pretrained(str(path))
+                self._hf = AutoTokenizer.from_pretrained(**where)
             except (OSError, ValueError) as e:
                 raise FileNotFoundError(f"{path}: no tokenizer ({SPM_FILE} or a Hugging Face tokenizer) found") from e
             self._sp = None
