@@ -252,3 +252,25 @@ def test_lora_adapter_form_matches_merged_form_and_torch(family, merged_export):
             base_logits = lm.logits_for(mm[i].numpy(), mask[i].numpy(), s, all_logits=True)
         assert np.abs(with_adapter - merged_logits).max() <= bound, (name, i)
         assert np.abs(base_logits - merged_logits).max() > 0.5  # the adapter really changes the logits
+
+
+def test_backbone_from_a_gguf_file_loads_into_transformers(family, merged_export):
+    """llm.path may name a .gguf: transformers dequantises it into the same model, with the GGUF's tokenizer;
+    the checkpoint's record of it is the file and its sha256."""
+    from emo_edge.checkpoint import llm_source, source_record
+
+    name, _, merged, *_ , root = family
+    if name not in ("qwen2", "qwen3"):
+        pytest.skip("transformers' GGUF loader: checked on the qwen families (llama3 rope_freqs, gemma3's UGM "
+                    "tokenizer and the SentencePiece-vocabulary llama are not read back by it)")
+    report, _ = merged_export
+    path = llm_source(root / "merged" / report["files"]["f32"]["file"])
+    back, tok = load_llm(path), Tokenizer(path)
+    text = SUFFIXES[0]
+    assert tok.encode(text) == merged.tok.encode(text) and tok.eos_id == merged.tok.eos_id
+    ids = torch.tensor([merged.tok.encode(text)])
+    with torch.no_grad():
+        assert float((back(ids).logits - merged.llm(ids).logits).abs().max()) < 1e-4
+    rec = source_record(path)
+    assert rec["sha256"] == report["files"]["f32"]["sha256"] and rec["file"] == str(path)
+    assert source_record(root / "hf") is None
