@@ -276,3 +276,37 @@ def test_backbone_from_a_gguf_file_loads_into_transformers(family, merged_export
     rec = source_record(path)
     assert rec["sha256"] == report["files"]["f32"]["sha256"] and rec["file"] == str(path)
     assert source_record(root / "hf") is None
+
+
+def test_train_from_a_gguf_backbone_records_its_sha256(family, merged_export, synth_dir, tmp_path):
+    """llm.path names a .gguf: stage 1 trains on it (loaded into transformers), meta.json records the file and its
+    sha256, and a checkpoint whose backbone file changed afterwards is refused."""
+    import dataclasses
+    import shutil
+
+    import yaml
+
+    from emo_edge import checkpoint as ck
+    from emo_edge.config import to_dict
+    from emo_edge.train.loop import train
+
+    name, *_ , root = family
+    if name != "qwen2":
+        pytest.skip("one family suffices")
+    src = tmp_path / "backbone.gguf"
+    shutil.copyfile(root / "merged" / merged_export[0]["files"]["f32"]["file"], src)
+    p = load_preset("tiny")
+    p.model.llm = dataclasses.replace(p.model.llm, path=str(src))
+    (tmp_path / "p.yaml").write_text(yaml.safe_dump(to_dict(p)))
+    out = tmp_path / "ckpt"
+    train(tmp_path / "p.yaml", synth_dir, out, stages=(1,), progress=False,
+          overrides={"encoder_steps": 1, "perception_steps": 1, "eval_every": 10})
+    rec = ck.read_meta(out)[ck.META_LLM_SOURCE]
+    assert rec["file"] == str(src) and rec["sha256"] == merged_export[0]["files"]["f32"]["sha256"]
+    assert not (out / ck.LLM_DIR).exists()
+    model = ck.load_checkpoint(out)
+    assert model.llm.base_model.model.config.model_type == "qwen2"
+    with src.open("ab") as f:
+        f.write(b"\0" * 32)
+    with pytest.raises(ValueError, match="has changed since training"):
+        ck.load_checkpoint(out)
