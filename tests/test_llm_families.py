@@ -310,3 +310,35 @@ def test_train_from_a_gguf_backbone_records_its_sha256(family, merged_export, sy
         f.write(b"\0" * 32)
     with pytest.raises(ValueError, match="has changed since training"):
         ck.load_checkpoint(out)
+
+
+def test_gguf_backbone_exports_in_both_forms_with_its_own_tokenizer(family, merged_export, tmp_path):
+    """A backbone loaded from a GGUF: form (a) writes the source's tokenizer fields as they are; form (b) copies
+    the source file untouched (sha256 kept) and adds the adapter; both match PyTorch at F32."""
+    import shutil
+
+    from emo_edge.export.gguf_export import gguf_tokenizer_fields
+
+    name, *_ , root = family
+    if name != "qwen2":
+        pytest.skip("one family suffices")
+    src = tmp_path / "vendor.gguf"
+    shutil.copyfile(root / "merged" / merged_export[0]["files"]["f32"]["file"], src)
+    cfg = load_preset("tiny").model
+    lora_cfg = LoRAConfig(r=4, alpha=8, dropout=0.0, targets=["q_proj", "v_proj"])
+    model = EmotionLLM(cfg, add_lora(load_llm(src), lora_cfg), Tokenizer(src)).eval()
+    random_lora(model, seed=3)
+    merged = copy.deepcopy(model)
+    merged.llm = merged.llm.merge_and_unload()
+    _, _, _, mm, mask, _ = family
+    a = export_llm(merged, tmp_path / "a", quants=("f32",), threads=1, source_gguf=src)
+    fields = gguf_tokenizer_fields(tmp_path / "a" / a["files"]["f32"]["file"])
+    assert fields == gguf_tokenizer_fields(src) and "tokenizer.chat_template" in fields
+    b = export_base_plus_lora(model, tmp_path / "b", threads=1, source_gguf=src)
+    assert b["files"]["f32"]["sha256"] == merged_export[0]["files"]["f32"]["sha256"]  # the vendor's file as it is
+    pa = llm_parity(merged, variants_for({"f32": tmp_path / "a" / a["files"]["f32"]["file"]}), mm, mask, SUFFIXES,
+                    MAX_NEW, 1)
+    pb = llm_parity(model, variants_for({"f32": tmp_path / "b" / b["files"]["f32"]["file"]},
+                                        tmp_path / "b" / b["adapter"]["file"]), mm, mask, SUFFIXES, MAX_NEW, 1)
+    assert pa["quants"]["f32"]["max_abs_logit_diff"] <= F32_ATOL
+    assert pb["quants"]["f32"]["max_abs_logit_diff"] <= F32_ATOL
