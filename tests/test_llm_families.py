@@ -48,6 +48,10 @@ CORPUS = [PREFIX, *(suffix(t, s) for t in INSTRUCTIONS for s in (None, "I am fin
 SUFFIXES = [suffix("emotion", "What a day!"), suffix("reason", None)]
 
 
+CHATML = ("{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}"
+          "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}")
+
+
 def bpe_tokenizer(out: Path, regex: str, bos: str | None, eos: str, chat_template: str | None = None) -> None:
     from tokenizers import Regex, decoders, models, pre_tokenizers, trainers
     from tokenizers import Tokenizer as HFTok
@@ -58,7 +62,7 @@ def bpe_tokenizer(out: Path, regex: str, bos: str | None, eos: str, chat_templat
         pre_tokenizers.Split(Regex(regex), behavior="isolated"),
         pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)])
     tk.decoder = decoders.ByteLevel()
-    specials = [t for t in (bos, eos) if t]
+    specials = [t for t in (bos, eos) if t] + (["<|im_start|>", "<|im_end|>"] if chat_template else [])
     tk.train_from_iterator(CORPUS, trainers.BpeTrainer(vocab_size=420, special_tokens=specials, show_progress=False,
                                                        initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
     hf = PreTrainedTokenizerFast(tokenizer_object=tk, bos_token=bos, eos_token=eos)
@@ -121,9 +125,7 @@ def family(request, tmp_path_factory):
     else:
         regex = LLAMA3_RE if name == "llama" else QWEN2_RE
         bos = "<|begin_of_text|>" if name == "llama" else None
-        template = "{% for m in messages %}<|im_start|>{{ m['content'] }}<|im_end|>{% endfor %}" \
-            if name == "qwen2" else None
-        bpe_tokenizer(hf_dir, regex, bos, "<|endoftext|>", template)
+        bpe_tokenizer(hf_dir, regex, bos, "<|endoftext|>", CHATML if name == "qwen2" else None)
     tok = Tokenizer(hf_dir)
     from transformers import AutoModelForCausalLM
 
@@ -342,3 +344,33 @@ def test_gguf_backbone_exports_in_both_forms_with_its_own_tokenizer(family, merg
                                         tmp_path / "b" / b["adapter"]["file"]), mm, mask, SUFFIXES, MAX_NEW, 1)
     assert pa["quants"]["f32"]["max_abs_logit_diff"] <= F32_ATOL
     assert pb["quants"]["f32"]["max_abs_logit_diff"] <= F32_ATOL
+
+
+def test_chat_template_wraps_the_prompt_identically_in_torch_and_llama_cpp(family, merged_export):
+    """llm.chat_template: the prompt becomes one user turn of the tokenizer's template, in PyTorch and in the
+    runtime (special-token text parsed as those tokens), and the F32 logits still agree."""
+    import dataclasses
+
+    name, _, merged, mm, mask, root = family
+    if name != "qwen2":
+        pytest.skip("the qwen2 test tokenizer carries the chat template")
+    cfg = merged.cfg
+    cfg = dataclasses.replace(cfg, llm=dataclasses.replace(cfg.llm, chat_template=True))
+    chat_model = EmotionLLM(cfg, merged.llm, merged.tok).eval()
+    assert chat_model.chat == ("<|im_start|>user\n", "<|im_end|>\n<|im_start|>assistant\n")
+    ids, _ = chat_model.sequence_ids(SUFFIXES[0], None)
+    im_start = merged.tok._hf.convert_tokens_to_ids("<|im_start|>")
+    assert ids.count(im_start) == 2 and len(ids) > len(merged.sequence_ids(SUFFIXES[0], None)[0])
+    f32 = root / "merged" / merged_export[0]["files"]["f32"]["file"]
+    par = llm_parity(chat_model, variants_for({"f32": f32}), mm, mask, SUFFIXES, MAX_NEW, 1)
+    assert par["quants"]["f32"]["max_abs_logit_diff"] <= F32_ATOL
+    with LlamaCppLM(f32, n_threads=1) as lm:
+        assert lm.prefix_ids(chat=chat_model.chat) == chat_model._prefix_ids
+    with pytest.raises(ValueError, match="no chat template"):
+        EmotionLLM(cfg, merged.llm, _no_template_tok(root))
+
+
+def _no_template_tok(root: Path) -> Tokenizer:
+    d = root / "plain-tok"
+    bpe_tokenizer(d, QWEN2_RE, None, "<|endoftext|>")
+    return Tokenizer(d)

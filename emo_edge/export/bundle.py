@@ -169,7 +169,7 @@ def _manifest(model: Any, profile: Any, ckpt: Path, meta: dict, perception: dict
                        "trained": {k: meta.get(k) for k in ("preset", "seed")}},
         "model": {"frontend": dataclasses.asdict(cfg.frontend), "llm_arch": llm["arch"], "n_embd": width},
         "labels": list(LABELS),
-        "prompt": prompt_record(),
+        "prompt": prompt_record(getattr(model, "chat", None)),
         "token_layout": {"order": ["fusion", "image", "video", "audio"], "budget": dataclasses.asdict(cfg.tokens),
                          "total": cfg.tokens.total},
         "io_spec": build_io_spec(cfg, llm_width=width).to_dict(),

@@ -690,7 +690,7 @@ def llm_parity(model: nn.Module, variants: Mapping[str, Mapping[str, str | Path]
     for name, v in variants.items():
         att = v.get("attention", "default")
         with LlamaCppLM(v["model"], n_ctx=n_ctx, n_threads=threads, lora=v.get("lora"), attention=att) as lm:
-            got = [_llama_run(lm, mm_np[i], mask_np[i], s, ids, max_new_tokens)
+            got = [_llama_run(lm, mm_np[i], mask_np[i], s, ids, max_new_tokens, getattr(model, "chat", None))
                    for i, (s, (ids, _)) in enumerate(zip(suffixes, ref, strict=True))]
         report["quants"][name] = {**_compare(ref, ref_answers, got, report["torch"]["labels"]), "attention": att}
     return report
@@ -702,11 +702,11 @@ def variants_for(paths: Mapping[str, Path], lora: Path | None = None) -> dict[st
 
 
 def _llama_run(lm: LlamaCppLM, mm: np.ndarray, mask: np.ndarray, suffix: str, answer_ids: Sequence[int],
-               max_new_tokens: int) -> tuple[str, np.ndarray]:
+               max_new_tokens: int, chat: tuple[str, str] | None = None) -> tuple[str, np.ndarray]:
     """llama.cpp's own greedy answer, then its logits at every prompt position and along `answer_ids`."""
-    lm.prefill(lm.prefix_ids(), mm, mask, lm.tokenize(suffix))
+    lm.prefill(lm.prefix_ids(chat=chat), mm, mask, lm.suffix_ids(suffix, chat))
     answer = lm.generate(max_new_tokens)
-    prompt = lm.prefill(lm.prefix_ids(), mm, mask, lm.tokenize(suffix), all_logits=True)
+    prompt = lm.prefill(lm.prefix_ids(chat=chat), mm, mask, lm.suffix_ids(suffix, chat), all_logits=True)
     along = lm.feed_tokens(answer_ids, all_logits=True)
     return answer, np.concatenate([prompt, along])
 

@@ -223,13 +223,14 @@ class LlamaCppLM:
         value = self.meta(key)
         return int(value) if value is not None and int(value) >= 0 else None
 
-    def tokenize(self, text: str) -> list[int]:
-        """Token ids of `text` without BOS/EOS (the model's own tokenizer, as stored in the GGUF)."""
+    def tokenize(self, text: str, special: bool = False) -> list[int]:
+        """Token ids of `text` without BOS/EOS (the model's own tokenizer, as stored in the GGUF); `special`:
+        special-token text (a chat template's turn markers) becomes those tokens."""
         data = text.encode("utf-8")
         cap = len(data) + 8
         for _ in range(2):
             buf = (self._lib.llama_token * cap)()
-            n = self._lib.llama_tokenize(self.vocab, data, len(data), buf, cap, False, False)
+            n = self._lib.llama_tokenize(self.vocab, data, len(data), buf, cap, False, special)
             if n >= 0:
                 return list(buf[:n])
             cap = -n  # too small: llama.cpp says how many it needs
@@ -327,9 +328,15 @@ class LlamaCppLM:
             raise ValueError("empty prompt: nothing to feed")
         return np.concatenate(parts) if all_logits else self._logits.copy()
 
-    def prefix_ids(self, prefix_text: str = PREFIX) -> list[int]:
-        """[BOS] (when the GGUF says add_bos) + the prefix's tokens: the start of every prompt."""
-        return ([self.bos_id] if self.add_bos else []) + self.tokenize(prefix_text)
+    def prefix_ids(self, prefix_text: str = PREFIX, chat: tuple[str, str] | None = None) -> list[int]:
+        """[BOS] (when the GGUF says add_bos) + [the chat template's text before the user turn] + the prefix's
+        tokens: the start of every prompt."""
+        before = self.tokenize(chat[0], special=True) if chat else []
+        return ([self.bos_id] if self.add_bos else []) + before + self.tokenize(prefix_text)
+
+    def suffix_ids(self, suffix_text: str, chat: tuple[str, str] | None = None) -> list[int]:
+        """The suffix's tokens + [the chat template's text after the user turn]: the end of every prompt."""
+        return self.tokenize(suffix_text) + (self.tokenize(chat[1], special=True) if chat else [])
 
     def generate(self, max_new_tokens: int = 64, on_token: Callable[[str], None] | None = None) -> str:
         """Greedy continuation of the prefilled prompt until an end-of-generation token or the limit.
@@ -355,15 +362,17 @@ class LlamaCppLM:
         return (text + utf8.decode(b"", final=True)).strip()
 
     def answer(self, mm_embeds: np.ndarray, mm_mask: np.ndarray, suffix_text: str, max_new_tokens: int = 64,
-               on_token: Callable[[str], None] | None = None, prefix_text: str = PREFIX) -> str:
-        """The whole prompt from text and perception tokens, then the greedy answer."""
-        self.prefill(self.prefix_ids(prefix_text), mm_embeds, mm_mask, self.tokenize(suffix_text))
+               on_token: Callable[[str], None] | None = None, prefix_text: str = PREFIX,
+               chat: tuple[str, str] | None = None) -> str:
+        """The whole prompt from text and perception tokens (wrapped in `chat`, the chat template's text before
+        and after the user turn, when given), then the greedy answer."""
+        self.prefill(self.prefix_ids(prefix_text, chat), mm_embeds, mm_mask, self.suffix_ids(suffix_text, chat))
         return self.generate(max_new_tokens, on_token)
 
     def logits_for(self, mm_embeds: np.ndarray, mm_mask: np.ndarray, suffix_text: str, prefix_text: str = PREFIX,
-                   all_logits: bool = False) -> np.ndarray:
+                   all_logits: bool = False, chat: tuple[str, str] | None = None) -> np.ndarray:
         """Logits at the first answer position (n_vocab,), or at every fed position, for parity checks."""
-        return self.prefill(self.prefix_ids(prefix_text), mm_embeds, mm_mask, self.tokenize(suffix_text),
+        return self.prefill(self.prefix_ids(prefix_text, chat), mm_embeds, mm_mask, self.suffix_ids(suffix_text, chat),
                             all_logits=all_logits)
 
 

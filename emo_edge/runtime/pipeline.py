@@ -18,6 +18,8 @@ class EmotionRuntime:
         self.labels = bundle.labels
         prompt = bundle.manifest["prompt"]
         self._template, self._instructions = prompt["template"], prompt["instructions"]
+        chat = prompt.get("chat")  # the backbone's chat-template text around the prompt, when it was trained so
+        self._chat = (chat["before"], chat["after"]) if chat else None
 
     def perceive(self, image: np.ndarray, frames: np.ndarray, mel: np.ndarray, present: np.ndarray) -> dict[str, Any]:
         """Fast path for B clips: head label, scores, valence/arousal, and the LLM tokens."""
@@ -31,4 +33,5 @@ class EmotionRuntime:
                max_new_tokens: int = 96, on_token: Callable[[str], None] | None = None) -> str:
         """Slow path for one clip: the LLM's answer to `task`, streamed to `on_token` piece by piece."""
         text = suffix(task, subtitle, self._template, self._instructions)
-        return self.bundle.llm.answer(tokens.astype(np.float32), token_mask, text, max_new_tokens, on_token=on_token)
+        return self.bundle.llm.answer(tokens.astype(np.float32), token_mask, text, max_new_tokens, on_token=on_token,
+                                      chat=self._chat)
