@@ -74,6 +74,12 @@ def verify_files(root: Path, manifest: dict[str, Any]) -> None:
             raise BundleError(f"bundle {root}: required file {rel} is missing from the manifest")
 
 
+def llm_adapter(root: Path, manifest: dict[str, Any]) -> Path | None:
+    """The GGUF LoRA adapter llama.cpp must apply at load (form "base+lora"), None for a merged LLM."""
+    llm = manifest["llm"]
+    return Path(root) / llm["adapter"] if llm.get("form", "merged") == "base+lora" else None
+
+
 def required_files(manifest: dict[str, Any]) -> list[str]:
     req = [manifest["llm"]["tokenizer"]]
     for prec in manifest["perception"].values():
@@ -120,9 +126,8 @@ class Bundle:
             from emo_edge.runtime.llm import LlamaCppLM
 
             info = self.manifest["llm"]
-            lora = self.root / info["adapter"] if info.get("form", "merged") == "base+lora" else None
             self._llm = LlamaCppLM(self.root / info["files"][self.quant], n_ctx=info["n_ctx"], n_threads=self.threads,
-                                   lora=lora)
+                                   lora=llm_adapter(self.root, self.manifest))
         return self._llm
 
     def close(self) -> None:
