@@ -2,7 +2,8 @@
 
 Skips cleanly without the package. With it: `llm.path` names the package, transformers loads the GGUF
 (dequantised to float32), a random LoRA is attached, and the bundle's form (b) -- the vendor's file copied
-untouched + our GGUF adapter -- is run by llama.cpp against PyTorch with the LoRA. Takes ~7 min on 2 cores.
+untouched + our GGUF adapter -- is run by llama.cpp against PyTorch with the LoRA.
+82 s on the 2 idle cores (414 s while 4 others shared them).
 
 Bound, and why: PyTorch multiplies the dequantised Q4_K_M weights in float32; llama.cpp quantises the
 activations to 8 bits for its Q4_K/Q5_0/Q6_K/Q8_0 dot products, keeps an F16 KV cache and an F16-table GELU.
