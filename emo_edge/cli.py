@@ -204,13 +204,15 @@ def export(
     parity_clips: Annotated[int, typer.Option(help="clips used by the parity checks")] = 12,
     calibration: Annotated[Path | None, typer.Option(help="calibration manifest for INT8 graphs")] = None,
     force: Annotated[bool, typer.Option(help="replace an existing bundle")] = False,
+    llm_form: Annotated[str, typer.Option(help="merged (LoRA folded in, quantised) or base+lora (the base GGUF "
+                                               "untouched + a GGUF LoRA adapter applied at load)")] = "merged",
 ) -> None:
     """Export a checkpoint to a bundle: ONNX perception (+ INT8 QDQ), GGUF LLM, manifest with parity numbers."""
     from emo_edge.export.bundle import build_bundle
 
     try:
         manifest = build_bundle(checkpoint, target, out, data, tuple(llm_quant or ()), calibration, parity_clips,
-                                force)
+                                force, llm_form=llm_form)
     except (FileNotFoundError, ValueError) as e:
         _fail(str(e))
     _print_parity(manifest["parity"])

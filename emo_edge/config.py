@@ -114,9 +114,12 @@ class HeadConfig:
 
 @dataclass
 class LLMConfig:
-    """The causal LM. `path` (a local Hugging Face directory) wins over the shape fields."""
+    """The causal LM. `path` (a local Hugging Face directory, a .gguf file or a GGUF package) wins over the
+    shape fields. `chat_template`: wrap the prompt as one user turn of the tokenizer's chat template (for
+    instruction-tuned backbones; the tokenizer must have one)."""
 
     path: str | None = None
+    chat_template: bool = False
     hidden: int = 256
     layers: int = 4
     heads: int = 4

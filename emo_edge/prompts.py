@@ -34,9 +34,13 @@ def suffix(task: str, subtitle: str | None, template: str = TEMPLATE,
     return template.split(PLACEHOLDER, 1)[1].format(subtitle=sub, instruction=instructions[task])
 
 
-def prompt_record() -> dict[str, object]:
-    """The prompt layout as data, for a bundle's manifest."""
-    return {"template": TEMPLATE, "placeholder": PLACEHOLDER, "prefix": PREFIX, "instructions": dict(INSTRUCTIONS)}
+def prompt_record(chat: tuple[str, str] | None = None) -> dict[str, object]:
+    """The prompt layout as data, for a bundle's manifest; `chat`: the chat-template text before and after it."""
+    record: dict[str, object] = {"template": TEMPLATE, "placeholder": PLACEHOLDER, "prefix": PREFIX,
+                                 "instructions": dict(INSTRUCTIONS)}
+    if chat is not None:
+        record["chat"] = {"before": chat[0], "after": chat[1]}
+    return record
 
 
 def text_only(task: str, subtitle: str | None, answer: str) -> str:

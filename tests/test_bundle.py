@@ -109,3 +109,52 @@ def test_existing_bundle_needs_force(bundle, tiny_ckpt):
 
     with pytest.raises(BundleError, match="--force"):
         build_bundle(tiny_ckpt, "cpu-x86", bundle)
+
+
+@pytest.fixture(scope="module")
+def lora_bundle(tiny_ckpt, synth_dir, tmp_path_factory) -> Path:
+    """The base+lora form: the frozen base as GGUF (q8_0 and F32) + the LoRA as a GGUF adapter."""
+    from emo_edge.export.bundle import build_bundle
+
+    root = tmp_path_factory.mktemp("lora-bundle")
+    profile = {**PROFILE, "perception": {**PROFILE["perception"], "precision": dict.fromkeys(
+        ("image_encoder", "video_encoder", "audio_encoder", "fusion"), "fp32")}}
+    (root / "p.yaml").write_text(yaml.safe_dump(profile))
+    build_bundle(tiny_ckpt, root / "p.yaml", root / "b", data=synth_dir, llm_quants=("f32",), parity_clips=4,
+                 llm_form="base+lora")
+    return root / "b"
+
+
+def test_base_plus_lora_bundle_records_and_runs_the_adapter(lora_bundle, bundle):
+    from emo_edge.fileio import sha256_file
+
+    m = json.loads((lora_bundle / MANIFEST).read_text())
+    llm = m["llm"]
+    assert llm["form"] == "base+lora" and set(llm["files"]) == {"q8_0", "f32"}
+    assert llm["base"]["file"] == llm["files"]["q8_0"] and llm["base"]["sha256"] == sha256_file(
+        lora_bundle / llm["base"]["file"])
+    assert llm["adapter"] in m["files"] and llm["lora"]["alpha"] > 0 and llm["lora"]["n_adapted"] > 0
+    assert m["files"][llm["adapter"]]["bytes"] < m["files"][llm["files"]["q8_0"]]["bytes"]
+    f32 = m["parity"]["llm_vs_torch"]["quants"]["f32"]  # llama.cpp base + adapter vs PyTorch with the LoRA
+    assert f32["max_abs_logit_diff"] <= 1e-3 and f32["identical_answers"] == 1.0 and f32["attention"] == "exact"
+    merged = json.loads((bundle / MANIFEST).read_text())
+    assert merged["llm"]["form"] == "merged" and "adapter" not in merged["llm"]
+    b = load_bundle(lora_bundle, quant="f32")
+    try:
+        assert b.llm.lora == lora_bundle / llm["adapter"]
+    finally:
+        b.close()
+
+
+def test_base_plus_lora_bundle_refuses_a_tampered_adapter(lora_bundle, tmp_path):
+    b = _copy(lora_bundle, tmp_path)
+    adapter = json.loads((b / MANIFEST).read_text())["llm"]["adapter"]
+    with (b / adapter).open("ab") as f:
+        f.write(b"\0")
+    with pytest.raises(BundleError, match="sha256"):
+        load_bundle(b)
+    m = json.loads((b / MANIFEST).read_text())
+    del m["files"][adapter]
+    (b / MANIFEST).write_text(json.dumps(m))
+    with pytest.raises(BundleError, match="adapter|lora"):
+        load_bundle(b)

@@ -26,8 +26,9 @@ from emo_edge.export.gguf_export import (  # noqa: E402
     rope_interleave,
     tensor_name_table,
 )
+from emo_edge.llm_families import FAMILIES  # noqa: E402
 from emo_edge.prompts import INSTRUCTIONS, PREFIX, suffix  # noqa: E402
-from emo_edge.runtime.llm import ARCH_QUIRKS, LlamaCppLM, embed_scale  # noqa: E402
+from emo_edge.runtime.llm import LlamaCppLM, embed_scale  # noqa: E402
 
 # measured on the tiny checkpoint (logit range ~1.4): f16 max |dlogit| 3.6e-4 at the first answer
 # position and <= 6e-4 over all positions; Q8_0 5.8e-3; Q4_K_M (Q5_0/Q8_0 fallbacks at width 64) 2.6e-2
@@ -169,7 +170,7 @@ def test_embd_path_reproduces_the_token_path(exported):
 def test_arch_quirks_scale():
     assert embed_scale("llama", 64) == np.float32(1.0)
     assert embed_scale("gemma3", 640) == np.sqrt(np.float32(640), dtype=np.float32)
-    assert embed_scale("gemma3", 640).dtype == np.float32 and "gemma3" in ARCH_QUIRKS
+    assert embed_scale("gemma3", 640).dtype == np.float32 and FAMILIES["gemma3"].token_embd_scale
 
 
 def test_export_errors(exported, tiny_ckpt, tmp_path):
@@ -182,7 +183,7 @@ def test_export_errors(exported, tiny_ckpt, tmp_path):
 
     other = MistralForCausalLM(MistralConfig(vocab_size=16, hidden_size=8, intermediate_size=8, num_hidden_layers=1,
                                              num_attention_heads=2, num_key_value_heads=2))
-    with pytest.raises(ValueError, match="supports the llama"):
+    with pytest.raises(ValueError, match="supports the LLM families"):
         export_llm(other, tmp_path)
     (tmp_path / "bad.gguf").write_bytes(b"not a gguf")
     with pytest.raises(GGUFExportError, match="returned"):

@@ -173,6 +173,7 @@ def evaluate(bundle: Any, data: Any, n: int, budgets: dict[str, dict[str, int]],
     from emo_edge.eval.metrics import classification_report, parse_label
     from emo_edge.labels import LABELS
     from emo_edge.prompts import suffix
+    from emo_edge.runtime.bundle import llm_adapter
     from emo_edge.runtime.llm import LlamaCppLM
     from emo_edge.runtime.perception import OrtPerception
 
@@ -187,7 +188,8 @@ def evaluate(bundle: Any, data: Any, n: int, budgets: dict[str, dict[str, int]],
         head[prec] = classification_report(truth, labels, LABELS)["waf"]
     deploy = m["target"].get("perception_precision", "fp32")
     quant = m["llm"]["default_quant"]
-    lm = LlamaCppLM(bundle.root / m["llm"]["files"][quant], n_ctx=m["llm"]["n_ctx"], n_threads=threads)
+    lm = LlamaCppLM(bundle.root / m["llm"]["files"][quant], n_ctx=m["llm"]["n_ctx"], n_threads=threads,
+                    lora=llm_adapter(bundle.root, m))
     trained = m["token_layout"]["budget"]
     llm = {}
     for name, budget in budgets.items():

@@ -248,10 +248,10 @@ def head_label(out: dict[str, np.ndarray], labels: list[str]) -> list[str]:
 class LlamaCppBackend:
     """llama.cpp on one GGUF: the runtime's own `LlamaCppLM`."""
 
-    def __init__(self, path: Path, n_ctx: int, threads: int):
+    def __init__(self, path: Path, n_ctx: int, threads: int, lora: Path | None = None):
         from emo_edge.runtime.llm import LlamaCppLM
 
-        self.lm = LlamaCppLM(path, n_ctx=n_ctx, n_threads=threads)
+        self.lm = LlamaCppLM(path, n_ctx=n_ctx, n_threads=threads, lora=lora)
         self._prefix = self.lm.prefix_ids()
 
     def prefill(self, mm: np.ndarray, mask: np.ndarray, suffix_text: str) -> np.ndarray:

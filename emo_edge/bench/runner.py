@@ -167,7 +167,10 @@ def _open_llm(job: Job) -> tuple[Any, Any]:
     p = OrtBackend(job.bundle, m, BackendSpec("perception", f"ort-cpu-{prec}", "onnxruntime", prec,
                                               "CPUExecutionProvider"), threads)
     n_ctx = max(m["llm"]["n_ctx"], max(job.budgets.values(), default=0) + 64)
-    return LlamaCppBackend(job.bundle / m["llm"]["files"][job.spec.precision], n_ctx, threads), p
+    from emo_edge.runtime.bundle import llm_adapter
+
+    lora = llm_adapter(job.bundle, m)
+    return LlamaCppBackend(job.bundle / m["llm"]["files"][job.spec.precision], n_ctx, threads, lora), p
 
 
 def time_llm(job: Job) -> dict[str, Any]:

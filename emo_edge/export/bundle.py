@@ -70,19 +70,26 @@ def default_calibration() -> Path:
 def build_bundle(
     checkpoint: str | Path, target: str | Path, out: str | Path, data: str | Path | None = None,
     llm_quants: tuple[str, ...] = (), calibration: str | Path | None = None, parity_clips: int = DEFAULT_PARITY_CLIPS,
-    force: bool = False, threads: int = 2,
+    force: bool = False, threads: int = 2, llm_form: str = "merged",
 ) -> dict[str, Any]:
-    """Export `checkpoint` for the `target` profile into the bundle directory `out`; returns the manifest."""
+    """Export `checkpoint` for the `target` profile into the bundle directory `out`; returns the manifest.
+
+    llm_form: "merged" (LoRA folded in, converted and quantised) or "base+lora" (the base model's GGUF -- the
+    vendor's file when the backbone came from one -- and a GGUF LoRA adapter applied by llama.cpp at load).
+    """
     from emo_edge.checkpoint import load_checkpoint, read_meta, resolve
+    from emo_edge.export.gguf_export import FORMS
     from emo_edge.export.profiles import load_profile
 
     profile = load_profile(target)
     out = Path(out)
     if out.exists() and not force:
         raise BundleError(f"{out} exists; pass --force to replace it")
+    if llm_form not in FORMS:
+        raise ValueError(f"unknown LLM form {llm_form!r}; choose from {', '.join(FORMS)}")
     ckpt = resolve(checkpoint)
-    _stage(f"loading {ckpt} (LoRA merged)")
-    model = load_checkpoint(ckpt, merge=True)
+    _stage(f"loading {ckpt} ({'LoRA merged' if llm_form == 'merged' else 'LoRA kept apart'})")
+    model = load_checkpoint(ckpt, merge=llm_form == "merged")
     profile.check_model(model.cfg)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=out.parent))
@@ -90,7 +97,7 @@ def build_bundle(
         with tempfile.TemporaryDirectory() as work:
             clips = _parity_clips(model.cfg, data, parity_clips, Path(work))
             perception = _export_perception(model, profile, tmp, clips, calibration, threads)
-            llm = _export_llm(model, profile, tmp, clips, llm_quants, threads)
+            llm = _export_llm(model, profile, tmp, clips, llm_quants, threads, llm_form, read_meta(ckpt))
         manifest = _manifest(model, profile, ckpt, read_meta(ckpt), perception, llm, tmp, n_clips=len(clips))
         (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2))
         _stage("verifying the bundle through the torch-free runtime")
@@ -131,14 +138,34 @@ def _export_perception(model: Any, profile: Any, tmp: Path, clips: Any, calibrat
     return {"entries": entries, "versions": fp32["versions"]}
 
 
-def _export_llm(model: Any, profile: Any, tmp: Path, clips: Any, extra: tuple[str, ...], threads: int) -> dict:
-    from emo_edge.export.gguf_export import export_llm
+def _export_llm(model: Any, profile: Any, tmp: Path, clips: Any, extra: tuple[str, ...], threads: int, form: str,
+                meta: dict) -> dict:
+    from emo_edge.checkpoint import META_LLM_SOURCE
+    from emo_edge.export.gguf_export import export_base_plus_lora, export_llm
 
-    quants = tuple(dict.fromkeys(("f16", profile.llm.quantization, *extra)))
-    _stage(f"LLM -> GGUF {', '.join(quants)}, parity vs PyTorch greedy")
-    report = export_llm(model, tmp / "llm", quants=quants, threads=threads, clips=clips)
-    shutil.copyfile(Path(model.tok.path) / "tokenizer.model", tmp / "llm" / "tokenizer.model")
+    source = (meta.get(META_LLM_SOURCE) or {}).get("file")  # the GGUF the backbone came from, if any
+    if form == "merged":
+        quants = tuple(dict.fromkeys(("f16", profile.llm.quantization, *extra)))
+        _stage(f"LLM -> GGUF {', '.join(quants)}, parity vs PyTorch greedy")
+        report = export_llm(model, tmp / "llm", quants=quants, threads=threads, clips=clips, source_gguf=source)
+    else:
+        quants = tuple(dict.fromkeys((profile.llm.quantization, *extra)))
+        _stage(f"LLM -> base GGUF ({'the source file' if source else ', '.join(quants)}) + LoRA adapter, parity "
+               "vs PyTorch greedy")
+        report = export_base_plus_lora(model, tmp / "llm", quants, threads, clips, source_gguf=source)
+    report["tokenizer_file"] = _copy_tokenizer(model.tok, tmp / "llm")
     return report
+
+
+def _copy_tokenizer(tok: Any, llm_dir: Path) -> str:
+    """The tokenizer next to the GGUF files (the runtime tokenizes through llama.cpp; this is for reference)."""
+    from emo_edge.model.tokenizer import SPM_FILE
+
+    if getattr(tok, "_sp", None) is not None:
+        shutil.copyfile(Path(tok.path) / SPM_FILE, llm_dir / SPM_FILE)
+        return f"llm/{SPM_FILE}"
+    tok._hf.save_pretrained(str(llm_dir / "tokenizer"))
+    return "llm/tokenizer/tokenizer.json"
 
 
 def _manifest(model: Any, profile: Any, ckpt: Path, meta: dict, perception: dict, llm: dict, tmp: Path,
@@ -160,15 +187,15 @@ def _manifest(model: Any, profile: Any, ckpt: Path, meta: dict, perception: dict
                        "trained": {k: meta.get(k) for k in ("preset", "seed")}},
         "model": {"frontend": dataclasses.asdict(cfg.frontend), "llm_arch": llm["arch"], "n_embd": width},
         "labels": list(LABELS),
-        "prompt": prompt_record(),
+        "prompt": prompt_record(getattr(model, "chat", None)),
         "token_layout": {"order": ["fusion", "image", "video", "audio"], "budget": dataclasses.asdict(cfg.tokens),
                          "total": cfg.tokens.total},
         "io_spec": build_io_spec(cfg, llm_width=width).to_dict(),
         "perception": perception["entries"],
         "llm": {"files": {q: f"llm/{f['file']}" for q, f in llm["files"].items()},
-                "default_quant": profile.llm.quantization, "n_ctx": profile.llm.n_ctx,
-                "n_gpu_layers": profile.llm.n_gpu_layers, "tokenizer": "llm/tokenizer.model",
-                "metadata": llm["metadata"], "gguf_tokenizer": llm["tokenizer"]},
+                "default_quant": _default_quant(profile, llm), "n_ctx": profile.llm.n_ctx,
+                "n_gpu_layers": profile.llm.n_gpu_layers, "tokenizer": llm["tokenizer_file"],
+                "metadata": llm["metadata"], "gguf_tokenizer": llm["tokenizer"], **_form_record(profile, llm)},
         "engines": [],  # TensorRT engines are built on the device: `emo-edge build-engines` (see README)
         "parity": {"clips": n_clips,
                    "perception_fp32_vs_torch": perception["entries"]["fp32"]["parity"],
@@ -176,6 +203,22 @@ def _manifest(model: Any, profile: Any, ckpt: Path, meta: dict, perception: dict
                    "llm_vs_torch": llm["parity"]},
         "files": file_table(tmp),
     }
+
+
+def _default_quant(profile: Any, llm: dict) -> str:
+    """The profile's quantisation, or the one the vendor's base file has (base+lora from a GGUF backbone)."""
+    q = profile.llm.quantization
+    return q if q in llm["files"] else next(iter(llm["files"]))
+
+
+def _form_record(profile: Any, llm: dict) -> dict[str, Any]:
+    """llm.form, and for base+lora the base file (sha256, source) and the adapter file."""
+    if llm.get("form") != "base+lora":
+        return {"form": "merged"}
+    base = llm["files"][_default_quant(profile, llm)]
+    return {"form": "base+lora", "adapter": f"llm/{llm['adapter']['file']}",
+            "base": {"file": f"llm/{base['file']}", "sha256": base["sha256"], "source": base.get("source")},
+            "lora": {k: llm["adapter"][k] for k in ("alpha", "rank", "n_adapted", "sha256")}}
 
 
 def _replace(tmp: Path, out: Path) -> None:

@@ -1,6 +1,7 @@
 """The multimodal LM: perception tokens spliced into a LLaMA-family causal LM (frozen + LoRA).
 
-Sequence layout per sample: [BOS] PREFIX <multimodal tokens> suffix [answer EOS]. Tokens of a
+Sequence layout per sample: [BOS] [chat before] PREFIX <multimodal tokens> suffix [chat after] [answer EOS]
+(the chat parts from the tokenizer's chat template when `llm.chat_template` is set). Tokens of a
 missing modality are masked out of attention and take no position (positions are the running
 count of attended tokens), which is what the llama.cpp runtime reproduces by not feeding them.
 """
@@ -37,11 +38,17 @@ def build_llm(cfg: LLMConfig, tok: Tokenizer | None = None) -> nn.Module:
 
 
 def load_llm(path: str | Path) -> nn.Module:
+    """A causal LM from a Hugging Face directory or a GGUF file (dequantised to float32 by transformers)."""
     from transformers import AutoModelForCausalLM
 
     path = Path(path)
+    if path.suffix == ".gguf":
+        if not path.is_file():
+            raise FileNotFoundError(f"{path}: no such GGUF file")
+        return AutoModelForCausalLM.from_pretrained(str(path.parent), gguf_file=path.name, dtype=torch.float32,
+                                                    attn_implementation="sdpa")
     if not (path / "config.json").is_file():
-        raise FileNotFoundError(f"{path}: not a Hugging Face model directory (no config.json)")
+        raise FileNotFoundError(f"{path}: not a Hugging Face model directory (no config.json) nor a .gguf file")
     return AutoModelForCausalLM.from_pretrained(str(path), dtype=torch.float32, attn_implementation="sdpa")
 
 
@@ -73,13 +80,17 @@ class EmotionLLM(nn.Module):
         super().__init__()
         self.cfg, self.llm, self.tok = cfg, llm, tok
         self.perception = Perception(cfg, llm.get_input_embeddings().embedding_dim)
-        self._prefix_ids = [tok.bos_id, *tok.encode(PREFIX)] if tok.bos_id is not None else tok.encode(PREFIX)
+        # chat: the tokenizer's chat-template text around the prompt (None: the bare prompt); each text span is
+        # tokenized on its own, as the llama.cpp runtime does
+        self.chat = tok.chat_frame() if cfg.llm.chat_template else None
+        before, self._after_ids = (tok.encode(self.chat[0]), tok.encode(self.chat[1])) if self.chat else ([], [])
+        self._prefix_ids = [*([tok.bos_id] if tok.bos_id is not None else []), *before, *tok.encode(PREFIX)]
 
     # -- sequence assembly ------------------------------------------------------------------
     def sequence_ids(self, suffix: str, answer: str | None) -> tuple[list[int], list[int]]:
         """Token ids with MM_ID slots, and the matching labels (IGNORE outside the answer)."""
         n_mm = self.cfg.tokens.total
-        ids = [*self._prefix_ids, *([MM_ID] * n_mm), *self.tok.encode(suffix)]
+        ids = [*self._prefix_ids, *([MM_ID] * n_mm), *self.tok.encode(suffix), *self._after_ids]
         labels = [IGNORE] * len(ids)
         if answer is not None:
             ans = [*self.tok.encode(answer), self.tok.eos_id]

@@ -1,4 +1,4 @@
-"""Tokenizers: our SentencePiece model (trained on the instruction corpus) or a local HF tokenizer."""
+"""Tokenizers: our SentencePiece model (trained on the instruction corpus), a local HF tokenizer, or a GGUF's."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ from pathlib import Path
 
 SPECIAL_WORDS = ["<think>", "</think>", "<answer>", "</answer>"]
 SPM_FILE = "tokenizer.model"
+CHAT_SLOT = "\u0000user-content\u0000"  # stands for the user's content while the chat template is rendered
 
 
 class Tokenizer:
@@ -26,8 +27,10 @@ class Tokenizer:
         else:
             from transformers import AutoTokenizer
 
+            where = {"pretrained_model_name_or_path": str(path.parent), "gguf_file": path.name} \
+                if path.suffix == ".gguf" else {"pretrained_model_name_or_path": str(path)}
             try:
-                self._hf = AutoTokenizer.from_pretrained(str(path))
+                self._hf = AutoTokenizer.from_pretrained(**where)
             except (OSError, ValueError) as e:
                 raise FileNotFoundError(f"{path}: no tokenizer ({SPM_FILE} or a Hugging Face tokenizer) found") from e
             self._sp = None
@@ -40,6 +43,20 @@ class Tokenizer:
         if self._sp is not None:
             return list(self._sp.encode(text))
         return list(self._hf.encode(text, add_special_tokens=False))
+
+    def chat_frame(self) -> tuple[str, str]:
+        """The text the tokenizer's chat template puts before and after one user turn's content, with the
+        generation prompt (the model's turn) opened; the leading BOS text left out (BOS is added as an id)."""
+        template = getattr(self._hf, "chat_template", None) if self._hf is not None else None
+        if not template:
+            raise ValueError(f"llm.chat_template is set but the tokenizer at {self.path} has no chat template")
+        text = self._hf.apply_chat_template([{"role": "user", "content": CHAT_SLOT}], tokenize=False,
+                                            add_generation_prompt=True)
+        if text.count(CHAT_SLOT) != 1:
+            raise ValueError(f"{self.path}: the chat template does not place the user's content once")
+        before, after = text.split(CHAT_SLOT)
+        bos = self._hf.bos_token
+        return (before[len(bos):] if bos and before.startswith(bos) else before), after
 
     def decode(self, ids: Iterable[int]) -> str:
         ids = [i for i in ids if i not in (self.bos_id, self.eos_id, self.pad_id)]

@@ -4,7 +4,9 @@
                                    prompt template, token layout, target profile, parity report
     BUNDLE/perception/fp32/        image/video/audio encoders + fusion (ONNX) and io_spec.json
     BUNDLE/perception/int8/        the same graphs with explicit Q/DQ (optional)
-    BUNDLE/llm/                    llm-<quant>.gguf files and tokenizer.model
+    BUNDLE/llm/                    llm-<quant>.gguf files (form "merged"), or the base model's GGUF(s) and
+                                   llm-lora-f32.gguf (form "base+lora": llama.cpp applies the adapter at load),
+                                   and the tokenizer
     BUNDLE/engines/                TensorRT engines, built on the device that runs them (optional)
 
 `load_bundle` refuses a bundle whose format version, file hashes or engine build do not match,
@@ -72,11 +74,19 @@ def verify_files(root: Path, manifest: dict[str, Any]) -> None:
             raise BundleError(f"bundle {root}: required file {rel} is missing from the manifest")
 
 
+def llm_adapter(root: Path, manifest: dict[str, Any]) -> Path | None:
+    """The GGUF LoRA adapter llama.cpp must apply at load (form "base+lora"), None for a merged LLM."""
+    llm = manifest["llm"]
+    return Path(root) / llm["adapter"] if llm.get("form", "merged") == "base+lora" else None
+
+
 def required_files(manifest: dict[str, Any]) -> list[str]:
     req = [manifest["llm"]["tokenizer"]]
     for prec in manifest["perception"].values():
         req += [f"{prec['dir']}/{f}" for f in prec["graphs"]]
     req += list(manifest["llm"]["files"].values())
+    if manifest["llm"].get("form", "merged") == "base+lora":
+        req.append(manifest["llm"]["adapter"])
     return req
 
 
@@ -116,7 +126,8 @@ class Bundle:
             from emo_edge.runtime.llm import LlamaCppLM
 
             info = self.manifest["llm"]
-            self._llm = LlamaCppLM(self.root / info["files"][self.quant], n_ctx=info["n_ctx"], n_threads=self.threads)
+            self._llm = LlamaCppLM(self.root / info["files"][self.quant], n_ctx=info["n_ctx"], n_threads=self.threads,
+                                   lora=llm_adapter(self.root, self.manifest))
         return self._llm
 
     def close(self) -> None:

@@ -10,9 +10,13 @@ the three spans. A multimodal token whose mask is 0 is not fed at all and takes 
 is what the PyTorch model does by masking it out of attention and counting positions over
 attended tokens only.
 
-Architecture quirks live in `ARCH_QUIRKS`, applied by `embed_scale`: some backbones scale the
-input embeddings by sqrt(n_embd) on the token path only, so a text token's embedding row fed
-through `embd` must be pre-multiplied (in float32) to stand for that token.
+Backbone quirks live in one table, `emo_edge.llm_families`; `embed_scale` applies the one the runtime
+needs: some backbones scale the input embeddings by sqrt(n_embd) on the token path only, so a text
+token's embedding row fed through `embd` must be pre-multiplied (in float32) to stand for that token.
+
+A bundle's LLM comes in one of two forms (`llm.form`): a merged GGUF, or the base model's GGUF plus a
+GGUF LoRA adapter that llama.cpp applies at load (`lora=`; `llama_adapter_lora_init` +
+`llama_set_adapters_lora`, scale alpha / r as the adapter file records).
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ from typing import Any
 
 import numpy as np
 
+from emo_edge.llm_families import token_embd_scale
 from emo_edge.prompts import PREFIX
 
 # llama.cpp's CPU backend runs on OpenMP threads, which by default spin after each decode call, waiting for
@@ -40,24 +45,17 @@ try:  # optional: the core package installs without llama-cpp-python
 except ImportError as e:  # pragma: no cover - depends on the environment
     _llama_cpp, _LLAMA_IMPORT_ERROR = None, e
 
-# arch (GGUF general.architecture) -> how llama.cpp treats input embeddings on that backbone.
-# token_embd_scale "sqrt_n_embd": llama.cpp multiplies the input by sqrt(n_embd) only when the batch
-# holds token ids (`ubatch.token ? sqrtf(n_embd) : 1.0f`), as Hugging Face does inside the embedding
-# module, so raw `inputs_embeds` (our multimodal tokens) are fed unscaled in both, but a token's own
-# embedding row fed through `embd` must be multiplied by float32(sqrt(n_embd)) (in float64 the logits
-# move by ~1.9 on Gemma 3 270M). gemma and gemma2 scale both paths, in llama.cpp and in Hugging Face
-# alike, so they need nothing.
-ARCH_QUIRKS: dict[str, dict[str, str]] = {
-    arch: {"token_embd_scale": "sqrt_n_embd"} for arch in ("gemma3", "gemma3n", "gemma4", "gemma-embedding")
-}
 PREFILL_CHUNK = 32  # prompt positions per llama_decode call when a gate may pause the prompt (a pause waits one)
 UNK_SURFACE = " \u2047 "  # what SentencePiece's decode writes for the unknown token
+# attention mode -> (KV-cache ggml_type, flash_attn_type): llama.cpp's default is an F16 KV cache and flash
+# attention where the backend has it (on the CPU it rounds q to F16); "exact" keeps both in F32, for parity checks
+ATTENTION = {"default": (1, -1), "exact": (0, 0)}  # GGML_TYPE_F16 / F32; LLAMA_FLASH_ATTN_TYPE_AUTO / DISABLED
 LOG_LINES = 64  # llama.cpp log lines kept to explain a failure
 
 
 def embed_scale(arch: str, n_embd: int) -> np.float32:
     """The float32 factor by which a token-embedding row is multiplied to be fed through `embd` as that token."""
-    quirk = ARCH_QUIRKS.get(arch, {}).get("token_embd_scale")
+    quirk = token_embd_scale(arch)
     if quirk is None:
         return np.float32(1.0)
     assert quirk == "sqrt_n_embd", quirk
@@ -120,18 +118,27 @@ class LlamaCppLM:
     gguf_path: the model file (`llm-<quant>.gguf` from `emo_edge.export.gguf_export`, or any GGUF).
     n_ctx: context length in tokens (prompt + answer); n_batch: most tokens per llama_decode call.
     n_threads: CPU threads; n_gpu_layers: layers offloaded to a GPU build (0 on CPU).
+    lora: a GGUF LoRA adapter for this model, applied at load with `lora_scale` times its alpha / r.
+    attention: "default" (F16 KV cache, flash attention) or "exact" (both F32: what parity checks of an F32 file use).
     """
 
     def __init__(self, gguf_path: str | Path, n_ctx: int = 512, n_threads: int = 2, n_batch: int = 512,
-                 n_gpu_layers: int = 0):
+                 n_gpu_layers: int = 0, lora: str | Path | None = None, lora_scale: float = 1.0,
+                 attention: str = "default"):
         self.path = Path(gguf_path)
-        if not self.path.is_file():
-            raise FileNotFoundError(f"{self.path}: no such GGUF file")
+        self.lora = None if lora is None else Path(lora)
+        for p in (self.path, self.lora):
+            if p is not None and not p.is_file():
+                raise FileNotFoundError(f"{p}: no such GGUF file")
+        if attention not in ATTENTION:
+            raise ValueError(f"attention must be one of {', '.join(ATTENTION)}, got {attention!r}")
         if n_batch < 1 or n_ctx < 1:
             raise ValueError(f"n_ctx and n_batch must be >= 1, got n_ctx={n_ctx}, n_batch={n_batch}")
         self._lib = lib = llama_lib()
         self._model = self._ctx = self._tok_batch = self._embd_batch = None
-        self._load(n_ctx, n_threads, n_batch, n_gpu_layers)
+        self._load(n_ctx, n_threads, n_batch, n_gpu_layers, *ATTENTION[attention])
+        if self.lora is not None:
+            self._apply_lora(lora_scale)
         self.vocab = lib.llama_model_get_vocab(self._model)
         self.n_embd: int = lib.llama_model_n_embd(self._model)
         self.n_vocab: int = lib.llama_vocab_n_tokens(self.vocab)
@@ -148,7 +155,7 @@ class LlamaCppLM:
         self.n_past = 0  # positions used so far in the current prompt
         self._logits: np.ndarray | None = None  # (n_vocab,) after the last fed position
 
-    def _load(self, n_ctx: int, n_threads: int, n_batch: int, n_gpu_layers: int) -> None:
+    def _load(self, n_ctx: int, n_threads: int, n_batch: int, n_gpu_layers: int, kv_type: int, flash: int) -> None:
         lib = self._lib
         LLAMA_LOG.mark()
         mp = lib.llama_model_default_params()
@@ -159,11 +166,28 @@ class LlamaCppLM:
         cp = lib.llama_context_default_params()
         cp.n_ctx, cp.n_batch, cp.n_ubatch = n_ctx, n_batch, n_batch
         cp.n_threads, cp.n_threads_batch = n_threads, n_threads
+        cp.type_k = cp.type_v = kv_type
+        cp.flash_attn_type = flash
         self._ctx = lib.llama_init_from_model(self._model, cp)
         if not self._ctx:
             self.close()
             raise RuntimeError(f"llama.cpp could not create a context for {self.path} (n_ctx={n_ctx}): "
                                f"{LLAMA_LOG.cause()}")
+
+    def _apply_lora(self, scale: float) -> None:
+        """Load the adapter (owned by the model from then on: freed with it) and set it on the context."""
+        lib = self._lib
+        LLAMA_LOG.mark()
+        adapter = lib.llama_adapter_lora_init(self._model, str(self.lora).encode())
+        if not adapter:
+            self.close()
+            raise RuntimeError(f"llama.cpp could not load the LoRA adapter {self.lora} for {self.path}: "
+                               f"{LLAMA_LOG.cause()}")
+        adapters = (lib.llama_adapter_lora_p_ctypes * 1)(adapter)
+        rc = lib.llama_set_adapters_lora(self._ctx, adapters, 1, (ctypes.c_float * 1)(scale))
+        if rc != 0:
+            self.close()
+            raise RuntimeError(f"llama_set_adapters_lora returned {rc} for {self.lora}: {LLAMA_LOG.cause()}")
 
     # -- lifetime ---------------------------------------------------------------------------
     def close(self) -> None:
@@ -218,13 +242,14 @@ class LlamaCppLM:
         value = self.meta(key)
         return int(value) if value is not None and int(value) >= 0 else None
 
-    def tokenize(self, text: str) -> list[int]:
-        """Token ids of `text` without BOS/EOS (the model's own tokenizer, as stored in the GGUF)."""
+    def tokenize(self, text: str, special: bool = False) -> list[int]:
+        """Token ids of `text` without BOS/EOS (the model's own tokenizer, as stored in the GGUF); `special`:
+        special-token text (a chat template's turn markers) becomes those tokens."""
         data = text.encode("utf-8")
         cap = len(data) + 8
         for _ in range(2):
             buf = (self._lib.llama_token * cap)()
-            n = self._lib.llama_tokenize(self.vocab, data, len(data), buf, cap, False, False)
+            n = self._lib.llama_tokenize(self.vocab, data, len(data), buf, cap, False, special)
             if n >= 0:
                 return list(buf[:n])
             cap = -n  # too small: llama.cpp says how many it needs
@@ -325,9 +350,15 @@ class LlamaCppLM:
             raise ValueError("empty prompt: nothing to feed")
         return np.concatenate(parts) if all_logits else self._logits.copy()
 
-    def prefix_ids(self, prefix_text: str = PREFIX) -> list[int]:
-        """[BOS] (when the GGUF says add_bos) + the prefix's tokens: the start of every prompt."""
-        return ([self.bos_id] if self.add_bos else []) + self.tokenize(prefix_text)
+    def prefix_ids(self, prefix_text: str = PREFIX, chat: tuple[str, str] | None = None) -> list[int]:
+        """[BOS] (when the GGUF says add_bos) + [the chat template's text before the user turn] + the prefix's
+        tokens: the start of every prompt."""
+        before = self.tokenize(chat[0], special=True) if chat else []
+        return ([self.bos_id] if self.add_bos else []) + before + self.tokenize(prefix_text)
+
+    def suffix_ids(self, suffix_text: str, chat: tuple[str, str] | None = None) -> list[int]:
+        """The suffix's tokens + [the chat template's text after the user turn]: the end of every prompt."""
+        return self.tokenize(suffix_text) + (self.tokenize(chat[1], special=True) if chat else [])
 
     def generate(self, max_new_tokens: int = 64, on_token: Callable[[str], None] | None = None,
                  gate: Callable[[], bool] | None = None) -> str:
@@ -359,15 +390,16 @@ class LlamaCppLM:
 
     def answer(self, mm_embeds: np.ndarray, mm_mask: np.ndarray, suffix_text: str, max_new_tokens: int = 64,
                on_token: Callable[[str], None] | None = None, prefix_text: str = PREFIX,
-               gate: Callable[[], bool] | None = None) -> str:
-        """The whole prompt from text and perception tokens, then the greedy answer. `gate` (see `generate`) is
+               gate: Callable[[], bool] | None = None, chat: tuple[str, str] | None = None) -> str:
+        """The whole prompt from text and perception tokens (wrapped in `chat`, the chat template's text before
+        and after the user turn, when given), then the greedy answer. `gate` (see `generate`) is
         also asked before the prompt and between its chunks, so a pause waits for at most PREFILL_CHUNK
         positions and a stop ends the answer empty."""
         if gate is not None and not gate():
             return ""
         self._gate = gate  # the prompt goes in chunks of PREFILL_CHUNK with the gate asked before each
         try:
-            self.prefill(self.prefix_ids(prefix_text), mm_embeds, mm_mask, self.tokenize(suffix_text))
+            self.prefill(self.prefix_ids(prefix_text, chat), mm_embeds, mm_mask, self.suffix_ids(suffix_text, chat))
         except DecodeStopped:
             return ""
         finally:
@@ -375,9 +407,9 @@ class LlamaCppLM:
         return self.generate(max_new_tokens, on_token, gate)
 
     def logits_for(self, mm_embeds: np.ndarray, mm_mask: np.ndarray, suffix_text: str, prefix_text: str = PREFIX,
-                   all_logits: bool = False) -> np.ndarray:
+                   all_logits: bool = False, chat: tuple[str, str] | None = None) -> np.ndarray:
         """Logits at the first answer position (n_vocab,), or at every fed position, for parity checks."""
-        return self.prefill(self.prefix_ids(prefix_text), mm_embeds, mm_mask, self.tokenize(suffix_text),
+        return self.prefill(self.prefix_ids(prefix_text, chat), mm_embeds, mm_mask, self.suffix_ids(suffix_text, chat),
                             all_logits=all_logits)
 
 

@@ -18,6 +18,8 @@ class EmotionRuntime:
         self.labels = bundle.labels
         prompt = bundle.manifest["prompt"]
         self._template, self._instructions = prompt["template"], prompt["instructions"]
+        chat = prompt.get("chat")  # the backbone's chat-template text around the prompt, when it was trained so
+        self._chat = (chat["before"], chat["after"]) if chat else None
 
     def perceive(self, image: np.ndarray, frames: np.ndarray, mel: np.ndarray, present: np.ndarray) -> dict[str, Any]:
         """Fast path for B clips: head label, scores, valence/arousal, and the LLM tokens."""
@@ -43,4 +45,4 @@ class EmotionRuntime:
         asked before each token (it may pause the decode, or stop it by returning False)."""
         text = suffix(task, subtitle, self._template, self._instructions)
         return self.bundle.llm.answer(tokens.astype(np.float32), token_mask, text, max_new_tokens, on_token=on_token,
-                                      gate=gate)
+                                      gate=gate, chat=self._chat)

@@ -436,7 +436,9 @@ def train(
         checksums = run_curriculum(cfg, tc, td, out, d, cur, state, progress)
     if d.main:
         prev = json.loads((out / ck.META_FILE).read_text()) if (out / ck.META_FILE).is_file() else {}
+        source = ck.source_record(ck.llm_dir(out, cfg.llm.path))
         ck.save_meta(out, {**prev, "preset": str(preset), "data": str(data), "seed": tc.seed,
+                           **({ck.META_LLM_SOURCE: source} if source else {}),
                            "stages_run": list(stages), "train": tc.__dict__,
                            "wall_s": prev.get("wall_s", 0) + round(time.time() - t_start, 1),
                            "world_size": d.world, "rank_param_checksums": checksums})
