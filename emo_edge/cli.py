@@ -2,19 +2,28 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import time
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
 from rich.table import Table
 
+if TYPE_CHECKING:
+    from emo_edge.runtime.plan import ExecutionPlan
+
 app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)
 data_app = typer.Typer(add_completion=False, no_args_is_help=True, help="Data sets: generate or prepare.")
 app.add_typer(data_app, name="data")
+engines_app = typer.Typer(add_completion=False, no_args_is_help=True,
+                          help="TensorRT engines of a bundle, built on the device that runs them.")
+app.add_typer(engines_app, name="engines")
 console = Console()
+FALLBACK_HELP = ("cpu: where this machine lacks the GPU / TensorRT / GPU llama.cpp the bundle's target needs, run on "
+                 "the CPU instead (logged and shown in the plan); default: refuse")
 
 
 def _fail(msg: str) -> None:
@@ -132,6 +141,7 @@ def eval_(
     json_out: Annotated[Path | None, typer.Option("--json", help="write the report here (+ a confusion PNG)")] = None,
     limit: Annotated[int | None, typer.Option(help="evaluate only the first N clips")] = None,
     reason: Annotated[bool, typer.Option(help="also generate reasons and score cue recall (LLM only)")] = True,
+    fallback: Annotated[str | None, typer.Option(help=f"with --bundle: {FALLBACK_HELP}")] = None,
 ) -> None:
     """Evaluate: accuracy, WAF, UAR, WAR, per-class scores, cue recall, LLM/head agreement; or a benchmark's metrics."""
     from emo_edge.eval.evaluate import evaluate_bundle, evaluate_checkpoint, parse_modalities
@@ -149,7 +159,7 @@ def eval_(
             return
         if bundle is not None:
             report = evaluate_bundle(bundle, data, answer_from, mods, json_out, split, reason=reason, limit=limit,
-                                     precision=precision, quant=quant)
+                                     precision=precision, quant=quant, fallback=fallback)
         else:
             report = evaluate_checkpoint(checkpoint, data, answer_from, mods, json_out, split, reason=reason,
                                          limit=limit)
@@ -200,7 +210,7 @@ def export(
                                 force)
     except (FileNotFoundError, ValueError) as e:
         _fail(str(e))
-    _print_parity(manifest["parity"])
+    _print_parity(dataclasses.asdict(manifest.parity))
 
 
 def _print_parity(parity: dict) -> None:
@@ -230,6 +240,7 @@ def run(
     fast_hz: Annotated[float, typer.Option(help="sliding-window head updates per second (0: utterances only)")] = 2.0,
     vad: Annotated[str, typer.Option(help="voice-activity detector: webrtc, energy or none")] = "webrtc",
     reason: Annotated[bool, typer.Option(help="stream the LLM's reasoning after each utterance")] = True,
+    fallback: Annotated[str | None, typer.Option(help=FALLBACK_HELP)] = None,
 ) -> None:
     """Live emotion perception: camera + microphone (or a file at real rate) in, states and reasoning out."""
     from emo_edge.runtime.bundle import BundleError, load_bundle
@@ -239,9 +250,10 @@ def run(
 
     try:
         config = StreamConfig(fast_hz=fast_hz, vad=vad, reason=reason)
-        b = load_bundle(bundle)
+        b = load_bundle(bundle, fallback=fallback)
     except (BundleError, ValueError) as e:
         _fail(str(e))
+    _print_plan(b.plan)
     out = jsonl.open("w") if jsonl else None
     sink = JsonlSink(out)
 
@@ -275,12 +287,18 @@ def run(
 def info(
     preset: Annotated[str | None, typer.Option(help="parameter counts of a preset (built on the meta device)")] = None,
     checkpoint: Annotated[str | None, typer.Option(help="a checkpoint's training record and counts")] = None,
+    bundle: Annotated[Path | None, typer.Option(help="a bundle's target and its execution plan here")] = None,
+    fallback: Annotated[str | None, typer.Option(help=f"with --bundle: {FALLBACK_HELP}")] = None,
 ) -> None:
-    """Parameter counts per component and the token layout (no weights are loaded or downloaded for a preset)."""
+    """Parameter counts per component and the token layout (no weights are loaded or downloaded for a preset);
+    for a bundle, its target and how it would run here."""
+    if sum(x is not None for x in (preset, checkpoint, bundle)) != 1:
+        _fail("give exactly one of --preset, --checkpoint or --bundle")
+    if bundle is not None:
+        _info_bundle(bundle, fallback)
+        return
     from emo_edge.model.summary import checkpoint_summary, preset_summary
 
-    if (preset is None) == (checkpoint is None):
-        _fail("give exactly one of --preset or --checkpoint")
     try:
         summary = preset_summary(preset) if preset else checkpoint_summary(checkpoint)
     except (FileNotFoundError, ValueError) as e:
@@ -318,6 +336,7 @@ def bench(
     warmup_s: Annotated[float, typer.Option(help="--bag: s of replay at the start not counted")] = 2.0,
     ros_setup: Annotated[Path | None, typer.Option(help="--bag: setup.bash of the built ros2_ws "
                                                         "(default ros2_ws/install/setup.bash)")] = None,
+    fallback: Annotated[str | None, typer.Option(help=FALLBACK_HELP)] = None,
 ) -> None:
     """Time every stage on every available backend, sweep the token budget, place stages under the roofline;
     or, with --bag, replay a ROS 2 bag through the node and time its outputs end to end."""
@@ -334,7 +353,7 @@ def bench(
         return
     try:
         cfg = BenchConfig(bundle, data, out, checkpoint, threads, Reps(warmup, reps, min_seconds, max(1000, reps)),
-                          rounds, clips, eval_clips, isolate=isolate)
+                          rounds, clips, eval_clips, isolate=isolate, fallback=fallback)
         results = run_bench(cfg, command=command)
     except (FileNotFoundError, ValueError) as e:
         _fail(str(e))
@@ -342,6 +361,42 @@ def bench(
         mark = {True: "[green]met[/]", False: "[red]unmet[/]", None: "[yellow]not measured[/]"}[t["met"]]
         console.print(f"{mark}  {t['target']}: {t['detail']}")
     console.print(f"wrote {out / 'results.json'}, {out / 'results.md'} and plots")
+
+
+def _print_plan(plan: ExecutionPlan) -> None:
+    style = "yellow" if plan.fallback else "green"
+    console.print(f"[{style}]plan[/] " + "\n     ".join(plan.describe()))
+
+
+def _info_bundle(bundle: Path, fallback: str | None) -> None:
+    from emo_edge.runtime.bundle import BundleError, load_bundle
+
+    try:
+        b = load_bundle(bundle, fallback=fallback)
+    except (BundleError, ValueError) as e:
+        _fail(str(e))
+    m = b.manifest
+    console.print(f"bundle {bundle}: target {m.target.name} ({m.target.description}); checkpoint {m.checkpoint.name} "
+                  f"({m.checkpoint.sha256[:12]}); format {m.format_version}; engines {len(m.engines)}")
+    _print_plan(b.plan)
+
+
+@engines_app.command("build")
+def engines_build(
+    bundle: Annotated[Path, typer.Argument(help="the bundle to add engines to (replaced only when all are built)")],
+) -> None:
+    """Build the bundle's TensorRT engines on this device (FP16 from the ONNX graphs, INT8 from the QDQ graphs, as
+    its target profile says), record TensorRT, GPU and flags per engine, and add them to the bundle atomically."""
+    from emo_edge.export.engines import build_engines
+    from emo_edge.runtime.bundle import BundleError
+
+    try:
+        manifest = build_engines(bundle)
+    except (BundleError, FileNotFoundError, ValueError, RuntimeError) as e:
+        _fail(str(e))
+    for e in manifest.engines:
+        console.print(f"{e.file}: {e.graph} {e.precision}, TensorRT {e.meta.tensorrt} on {e.meta.gpu} "
+                      f"(sm {e.meta.compute_capability}), flags {','.join(e.meta.flags) or '-'}")
 
 
 def _bench_bag(bag: Path, bundle: Path, out: Path, threads: int, fast_hz: float, warmup_s: float,

@@ -29,18 +29,32 @@ def tiny_ckpt(synth_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path
 
 @pytest.fixture(scope="session")
 def default_bundle(synth_dir: Path) -> Path:
-    """The shipped default exported for cpu-x86, cached under export/build/ and rebuilt when the checkpoint changes.
+    """The shipped default exported for cpu-x86, cached under export/build/ and rebuilt when the checkpoint or the
+    bundle format changes.
 
     INT8 is calibrated on the session's small SynthEmo val split (a fresh clone has no data/synthemo)."""
     import json
 
     from emo_edge.checkpoint import content_digest
     from emo_edge.export.bundle import build_bundle
+    from emo_edge.runtime.manifest import FORMAT_VERSION
 
     out = ROOT / "export" / "build" / "test-default-cpu-x86"
     manifest = out / "manifest.json"
-    built_from = json.loads(manifest.read_text())["checkpoint"].get("sha256") if manifest.is_file() else None
-    if built_from != content_digest("default"):
+    old = json.loads(manifest.read_text()) if manifest.is_file() else {}
+    built_from = (old.get("checkpoint") or {}).get("sha256"), old.get("format_version")
+    if built_from != (content_digest("default"), FORMAT_VERSION):
         build_bundle("default", "cpu-x86", out, data=synth_dir, calibration=synth_dir / "val.jsonl", parity_clips=4,
                      force=True)
+    return out
+
+
+@pytest.fixture(scope="session")
+def nano_bundle(tiny_ckpt: Path, synth_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The tiny checkpoint exported for the jetson-orin-nano target (int8 encoders, fp16 fusion, q4_k_m LLM)."""
+    from emo_edge.export.bundle import build_bundle
+
+    out = tmp_path_factory.mktemp("nano") / "b"
+    build_bundle(tiny_ckpt, "jetson-orin-nano", out, data=synth_dir, calibration=synth_dir / "val.jsonl",
+                 parity_clips=2, threads=1)
     return out

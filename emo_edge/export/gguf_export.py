@@ -357,7 +357,7 @@ def _same(got: Any, want: Any) -> bool:
 def check_llm_parity(model: nn.Module, gguf_paths: Mapping[str, str | Path], clips: Any, max_new_tokens: int = 16,
                      threads: int = 2) -> dict[str, Any]:
     """llama.cpp answers and first-answer logits per GGUF vs PyTorch (see the module docstring)."""
-    from emo_edge.eval.metrics import parse_label
+    from emo_edge.labels import parse_label
 
     batch = parity_batch(clips)
     with torch.no_grad():

@@ -16,7 +16,7 @@ class EmotionRuntime:
     def __init__(self, bundle: Bundle):
         self.bundle = bundle
         self.labels = bundle.labels
-        prompt = bundle.manifest["prompt"]
+        prompt = bundle.manifest.prompt
         self._template, self._instructions = prompt["template"], prompt["instructions"]
 
     def perceive(self, image: np.ndarray, frames: np.ndarray, mel: np.ndarray, present: np.ndarray) -> dict[str, Any]:
