@@ -51,10 +51,18 @@ def default_bundle(synth_dir: Path) -> Path:
 
 @pytest.fixture(scope="session")
 def nano_bundle(tiny_ckpt: Path, synth_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The tiny checkpoint exported for the jetson-orin-nano target (int8 encoders, fp16 fusion, q4_k_m LLM)."""
-    from emo_edge.export.bundle import build_bundle
+    """The tiny checkpoint exported for the jetson-orin-nano target (int8 encoders, fp16 fusion, q4_k_m LLM), with
+    llm.n_ctx cut to the tiny LLM's 256 positions (the shipped profile's 512 is for the real model)."""
+    import yaml
 
-    out = tmp_path_factory.mktemp("nano") / "b"
-    build_bundle(tiny_ckpt, "jetson-orin-nano", out, data=synth_dir, calibration=synth_dir / "val.jsonl",
+    from emo_edge.export.bundle import build_bundle
+    from emo_edge.export.profiles import PROFILE_DIR
+
+    work = tmp_path_factory.mktemp("nano")
+    profile = yaml.safe_load((PROFILE_DIR / "jetson-orin-nano.yaml").read_text())
+    profile["llm"]["n_ctx"] = 256
+    (work / "jetson-orin-nano.yaml").write_text(yaml.safe_dump(profile))
+    out = work / "b"
+    build_bundle(tiny_ckpt, work / "jetson-orin-nano.yaml", out, data=synth_dir, calibration=synth_dir / "val.jsonl",
                  parity_clips=2, threads=1)
     return out

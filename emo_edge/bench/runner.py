@@ -38,6 +38,7 @@ from emo_edge.bench.backends import (
 from emo_edge.bench.sources import Window
 from emo_edge.bench.stats import Reps, peak_rss_mb, summarize_ms, time_call
 from emo_edge.config import FrontendConfig
+from emo_edge.runtime.llm import greedy_decode
 from emo_edge.runtime.manifest import Manifest
 
 SCHEMA_VERSION = 1
@@ -249,14 +250,17 @@ def _decode_samples(lm: Any, mm: np.ndarray, mask: np.ndarray, text: str, per_pr
     samples: list[float] = []
     for _ in range(reps.warmup):
         greedy(lm, lm.prefill(mm, mask, text), per_prefill, stop_at_eos=False)
+
+    def timed_step(token: int) -> np.ndarray:
+        t0 = time.perf_counter()
+        logits = lm.step(token)
+        samples.append(time.perf_counter() - t0)
+        return logits
+
     start = time.perf_counter()
     while len(samples) < max(reps.min_reps, per_prefill) or time.perf_counter() - start < reps.min_seconds:
-        logits = lm.prefill(mm, mask, text)
-        for _ in range(per_prefill):
-            token = int(np.argmax(logits))
-            t0 = time.perf_counter()
-            logits = lm.step(token)
-            samples.append(time.perf_counter() - t0)
+        # the runtime's decode loop, each of its `per_prefill` feeds timed (+1: the last token is not fed)
+        greedy_decode(lm.prefill(mm, mask, text), timed_step, lm.is_eos, per_prefill + 1, stop_at_eog=False)
         if len(samples) >= reps.max_reps:
             break
     return samples

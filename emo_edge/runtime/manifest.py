@@ -167,7 +167,7 @@ _SPECIAL: dict[type, tuple[Any, Any]] = {  # types with their own converters: (t
 
 def _plain(x: Any) -> Any:
     if type(x) in _SPECIAL:
-        return _SPECIAL[type(x)][0](x)
+        return _plain(_SPECIAL[type(x)][0](x))  # as JSON will hold it: tuples as lists
     if dataclasses.is_dataclass(x) and not isinstance(x, type):
         return {f.name: _plain(getattr(x, f.name)) for f in dataclasses.fields(x)}
     if isinstance(x, dict):
@@ -189,7 +189,7 @@ def _build(tp: Any, data: Any, where: str) -> Any:
         try:
             return _SPECIAL[tp][1](data)
         except (KeyError, TypeError, ValueError) as e:
-            raise BundleError(f"manifest: {where}: {e}") from e
+            raise BundleError(f"{where}: {e}") from e
     if dataclasses.is_dataclass(tp):
         return _build_dataclass(tp, data, where)
     if origin is dict:
@@ -212,7 +212,7 @@ def _build_dataclass(cls: type, data: Any, where: str) -> Any:
     required = [n for n, f in fields.items() if f.default is not None]  # only a None default makes a field optional
     missing = [n for n in required if n not in data]
     if unknown or missing:
-        raise BundleError(f"manifest: {where}: " + "; ".join(
+        raise BundleError(f"{where}: " + "; ".join(
             ([f"missing field(s) {missing}"] if missing else []) + ([f"unknown field(s) {unknown}"] if unknown else []))
             + f" (fields: {list(fields)}; re-export the bundle with this emo-edge)")
     return cls(**{k: _build(hints[k], v, f"{where}.{k}") for k, v in data.items()})
@@ -223,4 +223,4 @@ def _expect(data: Any, tp: type, where: str) -> None:
     if tp is float:
         ok = isinstance(data, int | float) and not isinstance(data, bool)
     if not ok:
-        raise BundleError(f"manifest: {where}: expected {tp.__name__}, got {type(data).__name__} {data!r:.60}")
+        raise BundleError(f"{where}: expected {tp.__name__}, got {type(data).__name__} {data!r:.60}")
