@@ -8,6 +8,7 @@ offers); here it is given literally for a Jetson with and without the tensorrt b
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -154,7 +155,7 @@ def test_cpu_fallback_is_marked_and_runs_cpu_only() -> None:
     assert (agx.perception.backend, agx.perception.graphs_dir, agx.perception.providers) == (
         "onnxruntime", "perception/fp32", [CPU])
     assert agx.perception.precision == dict.fromkeys(GRAPHS, "fp32") and agx.perception.merged
-    assert (agx.llm.n_gpu_layers, agx.llm.n_threads, agx.llm.quant) == (0, 8, "q8_0")
+    assert (agx.llm.n_gpu_layers, agx.llm.n_threads, agx.llm.quant) == (0, min(8, os.cpu_count()), "q8_0")
     nano = make_plan(manifest_for("jetson-orin-nano"), ROOT, CPU_ONLY, fallback="cpu")
     assert nano.perception.graphs_dir == "perception/int8"
     assert nano.perception.precision == {"image_encoder": "int8", "video_encoder": "int8", "audio_encoder": "int8",

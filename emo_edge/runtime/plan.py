@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -202,8 +203,8 @@ def _provider_options(manifest: Manifest, root: Path, providers: list[str]) -> d
 
 def _cpu_plan(manifest: Manifest, root: Path, precision: str | None, threads: int | None, llm: LLMPlan,
               reasons: list[str]) -> ExecutionPlan:
-    """The same bundle on ONNX Runtime's CPU provider and llama.cpp on the CPU: int8 graphs run their QDQ files,
-    fp16 ones the fp32 files (the CPU has no fp16 path)."""
+    """The same bundle on ONNX Runtime's CPU provider and llama.cpp on the CPU (threads capped at the cores here):
+    int8 graphs run their QDQ files, fp16 ones the fp32 files (the CPU has no fp16 path)."""
     p = manifest.target.perception
     want = dict(p.precision) if precision is None else dict(manifest.perception[_entry(manifest, root, precision)]
                                                               .precision)
@@ -211,5 +212,6 @@ def _cpu_plan(manifest: Manifest, root: Path, precision: str | None, threads: in
     stored = manifest.perception[entry]
     perception = PerceptionPlan("onnxruntime", dict(stored.precision), threads or p.threads, stored.dir, [CPU_EP],
                                 {g: [{}] for g in GRAPHS})
-    cpu_llm = dataclasses.replace(llm, n_gpu_layers=0)
+    # the layers the profile meant for the GPU now need this CPU's cores, and no more threads than it has
+    cpu_llm = dataclasses.replace(llm, n_gpu_layers=0, n_threads=min(llm.n_threads, os.cpu_count() or 1))
     return ExecutionPlan(manifest.target.name, perception, cpu_llm, fallback=True, reasons=list(reasons))
