@@ -21,7 +21,8 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-from emo_edge.runtime.bundle import check_engines, file_table, read_manifest, verify_files, write_manifest
+from emo_edge.fileio import sha256_file
+from emo_edge.runtime.bundle import check_engines, read_manifest, verify_files, write_manifest
 from emo_edge.runtime.io_spec import GRAPHS
 from emo_edge.runtime.manifest import BundleError, EngineMeta, EngineRecord, Manifest
 from emo_edge.runtime.plan import ENGINE_DIR
@@ -97,12 +98,11 @@ def _build_into(tmp: Path, manifest: Manifest, builder: Builder) -> Manifest:
         meta = EngineMeta(str(record["tensorrt"]), str(record["gpu"]), str(record["compute_capability"]),
                           sorted(record.get("flags", cfg["flags"])))
         records.append(EngineRecord(graph, precision, rel, onnx, meta, cfg["profile"]))
-        table = file_table(tmp)
-        for path in (rel, meta_path(Path(rel)).as_posix()):
-            if path in table:
-                files[path] = table[path]
-        if rel not in files:
+        if not (tmp / rel).is_file():
             raise BundleError(f"the builder wrote no engine file {rel} for {graph}")
+        for path in (tmp / rel, meta_path(tmp / rel)):  # the engine and its build record, when written
+            if path.is_file():
+                files[path.relative_to(tmp).as_posix()] = {"sha256": sha256_file(path), "bytes": path.stat().st_size}
     return dataclasses.replace(manifest, engines=records, files=files)
 
 
