@@ -13,21 +13,7 @@ from pathlib import Path
 import yaml
 
 import emo_edge
-from emo_edge.runtime.profile import (  # noqa: F401 - the profile dataclasses, re-exported for the exporters
-    BACKENDS,
-    CPU_EP,
-    CUDA_EP,
-    INT8_LAYOUTS,
-    LLM_QUANTS,
-    PRECISIONS,
-    PROVIDERS,
-    TRT_EP,
-    ExportProfile,
-    LLMProfile,
-    PerceptionProfile,
-    TensorRTProfile,
-    profile_from_dict,
-)
+from emo_edge.runtime.profile import ExportProfile, profile_from_dict
 
 PROFILE_DIR = Path(emo_edge.__file__).parents[1] / "export"
 

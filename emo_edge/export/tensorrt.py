@@ -17,21 +17,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from emo_edge.runtime.tensorrt import (  # noqa: F401 - the runtime's engine contract, re-exported for builders
-    ENGINE_SUFFIX,
-    FLAGS,
-    EngineMismatchError,
-    _tensorrt,
-    check_engine_meta,
-    current_engine_meta,
-    engine_build_config,
-    engine_meta,
-    meta_path,
-    ort_trt_provider_options,
-    profile_build_config,
-    tensorrt_available,
-    tensorrt_unavailable_reason,
-)
+from emo_edge.runtime.tensorrt import _tensorrt, current_engine_meta, meta_path
 
 
 class EngineBuildError(RuntimeError):
