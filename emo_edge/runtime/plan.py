@@ -177,8 +177,6 @@ def _perception(manifest: Manifest, root: Path, machine: Machine, precision: str
         return PerceptionPlan("tensorrt", want, threads, engines=engines), missing
     missing = [] if p.backend == "onnxruntime" or TRT_EP in machine.ort_providers else [
         f"perception backend tensorrt: {machine.tensorrt}"]
-    if any(v == "fp16" for v in want.values()) and p.backend == "onnxruntime" and TRT_EP not in p.providers:
-        raise BundleError(f"bundle {root}: fp16 graphs need TensorRT; profile providers are {p.providers}")
     providers = list(p.providers)
     missing += [f"{name}: not in this onnxruntime build (installed: {', '.join(machine.ort_providers) or 'none'}); "
                 f"{ORT_HOW[name]}" for name in providers if name != CPU_EP and name not in machine.ort_providers]
@@ -205,13 +203,9 @@ def _cpu_plan(manifest: Manifest, root: Path, precision: str | None, threads: in
               reasons: list[str]) -> ExecutionPlan:
     """The same bundle on ONNX Runtime's CPU provider and llama.cpp on the CPU (threads capped at the cores here):
     int8 graphs run their QDQ files, fp16 ones the fp32 files (the CPU has no fp16 path)."""
-    p = manifest.target.perception
-    want = dict(p.precision) if precision is None else dict(manifest.perception[_entry(manifest, root, precision)]
-                                                              .precision)
-    entry = _entry(manifest, root, precision or ("int8" if "int8" in want.values() else "fp32"))
-    stored = manifest.perception[entry]
-    perception = PerceptionPlan("onnxruntime", dict(stored.precision), threads or p.threads, stored.dir, [CPU_EP],
-                                {g: [{}] for g in GRAPHS})
+    stored = manifest.perception[_entry(manifest, root, precision)]
+    perception = PerceptionPlan("onnxruntime", dict(stored.precision), threads or manifest.target.perception.threads,
+                                stored.dir, [CPU_EP], {g: [{}] for g in GRAPHS})
     # the layers the profile meant for the GPU now need this CPU's cores, and no more threads than it has
     cpu_llm = dataclasses.replace(llm, n_gpu_layers=0, n_threads=min(llm.n_threads, os.cpu_count() or 1))
     return ExecutionPlan(manifest.target.name, perception, cpu_llm, fallback=True, reasons=list(reasons))
