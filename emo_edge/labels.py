@@ -58,7 +58,7 @@ _ANSWER_TAG = re.compile(r"<answer>(.*?)(?:</answer>|\Z)", re.IGNORECASE | re.DO
 _SEPARATOR = re.compile(r"[\s\-]+")  # inside a vocabulary word, spaces and hyphens are interchangeable
 
 
-def _canonical(word: str) -> str:
+def canonical_word(word: str) -> str:
     """Lower case, trimmed, runs of spaces or hyphens as one space: the form vocabulary lookups use."""
     return _SEPARATOR.sub(" ", word.strip().lower())
 
@@ -73,10 +73,10 @@ def _word_pattern(words: tuple[str, ...]) -> re.Pattern[str]:
 
 def names_in(text: str, synonyms: Mapping[str, str]) -> list[str]:
     """Canonical names of the synonym words in `text`, in order of appearance."""
-    lookup = {_canonical(w): name for w, name in synonyms.items() if w.strip()}
+    lookup = {canonical_word(w): name for w, name in synonyms.items() if w.strip()}
     if not lookup:
         return []
-    return [lookup[_canonical(m.group(0))] for m in _word_pattern(tuple(sorted(lookup))).finditer(text)]
+    return [lookup[canonical_word(m.group(0))] for m in _word_pattern(tuple(sorted(lookup))).finditer(text)]
 
 
 def parse_label(answer: str, labels: Sequence[str] = LABELS, synonyms: Mapping[str, str] = SYNONYMS) -> str | None:
