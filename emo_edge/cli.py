@@ -2,20 +2,29 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.console import Console
 from rich.table import Table
 
+if TYPE_CHECKING:
+    from emo_edge.runtime.plan import ExecutionPlan
+
 app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)
 data_app = typer.Typer(add_completion=False, no_args_is_help=True, help="Data sets: generate or prepare.")
 app.add_typer(data_app, name="data")
+engines_app = typer.Typer(add_completion=False, no_args_is_help=True,
+                          help="TensorRT engines of a bundle, built on the device that runs them.")
+app.add_typer(engines_app, name="engines")
 console = Console()
+FALLBACK_HELP = ("cpu: where this machine lacks the GPU / TensorRT / GPU llama.cpp the bundle's target needs, run on "
+                 "the CPU instead (logged and shown in the plan); default: refuse")
 
 
 ALL_VIEWS = "video,audio,text"  # the --modalities default; it means every view (see eval.evaluate.views)
@@ -145,6 +154,7 @@ def eval_(
     json_out: Annotated[Path | None, typer.Option("--json", help="write the report here (+ a confusion PNG)")] = None,
     limit: Annotated[int | None, typer.Option(help="evaluate only the first N clips")] = None,
     reason: Annotated[bool, typer.Option(help="also generate reasons and score cue recall (LLM only)")] = True,
+    fallback: Annotated[str | None, typer.Option(help=f"with --bundle: {FALLBACK_HELP}")] = None,
 ) -> None:
     """Evaluate: accuracy, WAF, UAR, WAR, per-class scores, cue recall, LLM/head agreement; or a benchmark's metrics."""
     from emo_edge.eval.evaluate import evaluate_bundle, evaluate_checkpoint, parse_modalities
@@ -162,7 +172,7 @@ def eval_(
             return
         if bundle is not None:
             report = evaluate_bundle(bundle, data, answer_from, mods, json_out, split, reason=reason, limit=limit,
-                                     precision=precision, quant=quant)
+                                     precision=precision, quant=quant, fallback=fallback)
         else:
             report = evaluate_checkpoint(checkpoint, data, answer_from, mods, json_out, split, reason=reason,
                                          limit=limit)
@@ -215,7 +225,7 @@ def export(
                                 force, llm_form=llm_form)
     except (FileNotFoundError, ValueError) as e:
         _fail(str(e))
-    _print_parity(manifest["parity"])
+    _print_parity(dataclasses.asdict(manifest.parity))
 
 
 def _print_parity(parity: dict) -> None:
@@ -273,6 +283,7 @@ def run(
                                            "streaming in; lines when not on a terminal); lines: one line per "
                                            "update")] = "lines",
     title: Annotated[str, typer.Option(help="a heading for the live view, e.g. the clip and its true label")] = "",
+    fallback: Annotated[str | None, typer.Option(help=FALLBACK_HELP)] = None,
     **stream: Any,
 ) -> None:
     """Live emotion perception: camera + microphone (or a file at real rate) in, states and reasoning out.
@@ -287,9 +298,10 @@ def run(
         config = from_flat(stream)
         lines = read_transcript(transcript) if transcript is not None else None
         shown = make_view(view, console, title)
-        b = load_bundle(bundle)
+        b = load_bundle(bundle, fallback=fallback)
     except (BundleError, ValueError, FileNotFoundError) as e:
         _fail(str(e))
+    _print_plan(b.plan)
     out = jsonl.open("w") if jsonl else None
     sink = JsonlSink(out)
 
@@ -329,12 +341,18 @@ def run(
 def info(
     preset: Annotated[str | None, typer.Option(help="parameter counts of a preset (built on the meta device)")] = None,
     checkpoint: Annotated[str | None, typer.Option(help="a checkpoint's training record and counts")] = None,
+    bundle: Annotated[Path | None, typer.Option(help="a bundle's target and its execution plan here")] = None,
+    fallback: Annotated[str | None, typer.Option(help=f"with --bundle: {FALLBACK_HELP}")] = None,
 ) -> None:
-    """Parameter counts per component and the token layout (no weights are loaded or downloaded for a preset)."""
+    """Parameter counts per component and the token layout (no weights are loaded or downloaded for a preset);
+    for a bundle, its target and how it would run here."""
+    if sum(x is not None for x in (preset, checkpoint, bundle)) != 1:
+        _fail("give exactly one of --preset, --checkpoint or --bundle")
+    if bundle is not None:
+        _info_bundle(bundle, fallback)
+        return
     from emo_edge.model.summary import checkpoint_summary, preset_summary
 
-    if (preset is None) == (checkpoint is None):
-        _fail("give exactly one of --preset or --checkpoint")
     try:
         summary = preset_summary(preset) if preset else checkpoint_summary(checkpoint)
     except (FileNotFoundError, ValueError) as e:
@@ -373,6 +391,7 @@ def bench(
     warmup_s: Annotated[float, typer.Option(help="--bag: s of replay at the start not counted")] = 2.0,
     ros_setup: Annotated[Path | None, typer.Option(help="--bag: setup.bash of the built ros2_ws "
                                                         "(default ros2_ws/install/setup.bash)")] = None,
+    fallback: Annotated[str | None, typer.Option(help=FALLBACK_HELP)] = None,
 ) -> None:
     """Time every stage on every available backend, sweep the token budget, place stages under the roofline;
     or, with --bag, replay a ROS 2 bag through the node and time its outputs end to end."""
@@ -389,7 +408,7 @@ def bench(
         return
     try:
         cfg = BenchConfig(bundle, data, out, checkpoint, threads, Reps(warmup, reps, min_seconds, max(1000, reps)),
-                          rounds, clips, eval_clips, isolate=isolate)
+                          rounds, clips, eval_clips, isolate=isolate, fallback=fallback)
         results = run_bench(cfg, command=command)
     except (FileNotFoundError, ValueError) as e:
         _fail(str(e))
@@ -397,6 +416,42 @@ def bench(
         mark = {True: "[green]met[/]", False: "[red]unmet[/]", None: "[yellow]not measured[/]"}[t["met"]]
         console.print(f"{mark}  {t['target']}: {t['detail']}")
     console.print(f"wrote {out / 'results.json'}, {out / 'results.md'} and plots")
+
+
+def _print_plan(plan: ExecutionPlan) -> None:
+    style = "yellow" if plan.fallback else "green"
+    console.print(f"[{style}]plan[/] " + "\n     ".join(plan.describe()))
+
+
+def _info_bundle(bundle: Path, fallback: str | None) -> None:
+    from emo_edge.runtime.bundle import BundleError, load_bundle
+
+    try:
+        b = load_bundle(bundle, fallback=fallback)
+    except (BundleError, ValueError) as e:
+        _fail(str(e))
+    m = b.manifest
+    console.print(f"bundle {bundle}: target {m.target.name} ({m.target.description}); checkpoint {m.checkpoint.name} "
+                  f"({m.checkpoint.sha256[:12]}); format {m.format_version}; engines {len(m.engines)}")
+    _print_plan(b.plan)
+
+
+@engines_app.command("build")
+def engines_build(
+    bundle: Annotated[Path, typer.Argument(help="the bundle to add engines to (replaced only when all are built)")],
+) -> None:
+    """Build the bundle's TensorRT engines on this device (FP16 from the ONNX graphs, INT8 from the QDQ graphs, as
+    its target profile says), record TensorRT, GPU and flags per engine, and add them to the bundle atomically."""
+    from emo_edge.export.engines import build_engines
+    from emo_edge.runtime.bundle import BundleError
+
+    try:
+        manifest = build_engines(bundle)
+    except (BundleError, FileNotFoundError, ValueError, RuntimeError) as e:
+        _fail(str(e))
+    for e in manifest.engines:
+        console.print(f"{e.file}: {e.graph} {e.precision}, TensorRT {e.meta.tensorrt} on {e.meta.gpu} "
+                      f"(sm {e.meta.compute_capability}), flags {','.join(e.meta.flags) or '-'}")
 
 
 def _bench_bag(bag: Path, bundle: Path, out: Path, threads: int, fast_hz: float | None, warmup_s: float,

@@ -4,7 +4,7 @@ python scripts/compare_runs.py REF.json OTHER.json"""
 import json
 import sys
 
-from emo_edge.eval.metrics import parse_label
+from emo_edge.labels import parse_label
 
 
 def main(ref_path: str, other_path: str) -> dict:

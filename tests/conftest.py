@@ -41,18 +41,40 @@ def tiny_ckpt(synth_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path
 
 @pytest.fixture(scope="session")
 def default_bundle(synth_dir: Path) -> Path:
-    """The shipped default exported for cpu-x86, cached under export/build/ and rebuilt when the checkpoint changes.
+    """The shipped default exported for cpu-x86, cached under export/build/ and rebuilt when the checkpoint or the
+    bundle format changes.
 
     INT8 is calibrated on the session's small SynthEmo val split (a fresh clone has no data/synthemo)."""
     import json
 
     from emo_edge.checkpoint import content_digest
     from emo_edge.export.bundle import build_bundle
+    from emo_edge.runtime.manifest import FORMAT_VERSION
 
     out = ROOT / "export" / "build" / "test-default-cpu-x86"
     manifest = out / "manifest.json"
-    built_from = json.loads(manifest.read_text())["checkpoint"].get("sha256") if manifest.is_file() else None
-    if built_from != content_digest("default"):
+    old = json.loads(manifest.read_text()) if manifest.is_file() else {}
+    built_from = (old.get("checkpoint") or {}).get("sha256"), old.get("format_version")
+    if built_from != (content_digest("default"), FORMAT_VERSION):
         build_bundle("default", "cpu-x86", out, data=synth_dir, calibration=synth_dir / "val.jsonl", parity_clips=4,
                      force=True)
+    return out
+
+
+@pytest.fixture(scope="session")
+def nano_bundle(tiny_ckpt: Path, synth_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The tiny checkpoint exported for the jetson-orin-nano target (int8 encoders, fp16 fusion, q4_k_m LLM), with
+    llm.n_ctx cut to the tiny LLM's 256 positions (the shipped profile's 512 is for the real model)."""
+    import yaml
+
+    from emo_edge import resources
+    from emo_edge.export.bundle import build_bundle
+
+    work = tmp_path_factory.mktemp("nano")
+    profile = yaml.safe_load(resources.find(resources.PROFILES, "jetson-orin-nano").read_text())
+    profile["llm"]["n_ctx"] = 256
+    (work / "jetson-orin-nano.yaml").write_text(yaml.safe_dump(profile))
+    out = work / "b"
+    build_bundle(tiny_ckpt, work / "jetson-orin-nano.yaml", out, data=synth_dir, calibration=synth_dir / "val.jsonl",
+                 parity_clips=2, threads=1)
     return out

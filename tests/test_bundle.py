@@ -35,7 +35,8 @@ def bundle(tiny_ckpt, synth_dir, tmp_path_factory) -> Path:
 
 def test_manifest_records_everything(bundle):
     m = json.loads((bundle / MANIFEST).read_text())
-    assert m["format_version"] == 1 and m["labels"][0] == "neutral"
+    assert m["format_version"] == 2 and m["labels"][0] == "neutral"
+    assert m["target"]["name"] == "tiny-cpu" and m["target"]["llm"]["quantization"] == "q8_0" and m["engines"] == []
     assert {"onnxruntime", "torch"} <= set(m["versions"])
     assert m["token_layout"]["total"] == 12 and m["prompt"]["placeholder"] == "<mm>"
     assert set(m["llm"]["files"]) == {"f16", "q8_0"} and m["llm"]["tokenizer"] == "llm/tokenizer.model"
@@ -138,7 +139,7 @@ def test_base_plus_lora_bundle_records_and_runs_the_adapter(lora_bundle, bundle)
     f32 = m["parity"]["llm_vs_torch"]["quants"]["f32"]  # llama.cpp base + adapter vs PyTorch with the LoRA
     assert f32["max_abs_logit_diff"] <= 1e-3 and f32["identical_answers"] == 1.0 and f32["attention"] == "exact"
     merged = json.loads((bundle / MANIFEST).read_text())
-    assert merged["llm"]["form"] == "merged" and "adapter" not in merged["llm"]
+    assert merged["llm"]["form"] == "merged" and merged["llm"]["adapter"] is None
     b = load_bundle(lora_bundle, quant="f32")
     try:
         assert b.llm.lora == lora_bundle / llm["adapter"]
@@ -157,4 +158,32 @@ def test_base_plus_lora_bundle_refuses_a_tampered_adapter(lora_bundle, tmp_path)
     del m["files"][adapter]
     (b / MANIFEST).write_text(json.dumps(m))
     with pytest.raises(BundleError, match="adapter|lora"):
+        load_bundle(b)
+
+
+def test_manifest_round_trips_through_the_dataclass(bundle):
+    from emo_edge.runtime.manifest import Manifest
+
+    data = json.loads((bundle / MANIFEST).read_text())
+    m = Manifest.from_dict(data)
+    assert m.to_dict() == data
+    assert m.perception["int8"].precision["image_encoder"] == "int8" and m.default_quant == "q8_0"
+    assert m.model.frontend.image_size == 64 and m.perception_entry == "int8"
+
+
+@pytest.mark.parametrize("edit, message", [
+    (lambda m: m.pop("labels"), r"manifest: missing field\(s\) \['labels'\]"),
+    (lambda m: m.update(extra=1), r"manifest: unknown field\(s\) \['extra'\]"),
+    (lambda m: m["perception"]["int8"].pop("dir"), r"manifest.perception.int8: missing field\(s\) \['dir'\]"),
+    (lambda m: m["llm"].update(n_ctx=512), r"manifest.llm: unknown field\(s\) \['n_ctx'\]"),
+    (lambda m: m["model"]["frontend"].pop("n_mels"), r"manifest.model.frontend: missing field\(s\) \['n_mels'\]"),
+    (lambda m: m["token_layout"].update(total="12"), r"manifest.token_layout.total: expected int, got str"),
+    (lambda m: m["target"]["llm"].update(quantization="q2"), r"manifest.target: llm.quantization: 'q2' is not valid"),
+])
+def test_manifest_fields_are_checked(bundle, tmp_path, edit, message):
+    b = _copy(bundle, tmp_path)
+    m = json.loads((b / MANIFEST).read_text())
+    edit(m)
+    (b / MANIFEST).write_text(json.dumps(m))
+    with pytest.raises(BundleError, match=message):
         load_bundle(b)

@@ -6,7 +6,8 @@ from typer.testing import CliRunner
 from emo_edge.cli import app
 
 runner = CliRunner()
-COMMANDS = [["data", "synth"], ["data", "prepare"], ["train"], ["eval"], ["info"]]
+COMMANDS = [["data", "synth"], ["data", "prepare"], ["train"], ["eval"], ["info"], ["engines", "build"], ["run"],
+            ["bench"]]
 
 
 @pytest.mark.parametrize("cmd", COMMANDS, ids=" ".join)

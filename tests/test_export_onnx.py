@@ -11,7 +11,9 @@ import pytest
 import torch
 
 from emo_edge.config import load_preset, to_dict
-from emo_edge.export.io_spec import (
+from emo_edge.export.onnx_export import export_perception
+from emo_edge.model.perception import Perception
+from emo_edge.runtime.io_spec import (
     BATCH,
     GRAPHS,
     SPEC_FILE,
@@ -22,8 +24,6 @@ from emo_edge.export.io_spec import (
     dynamic_axes,
     trt_profile,
 )
-from emo_edge.export.onnx_export import export_perception
-from emo_edge.model.perception import Perception
 from emo_edge.runtime.perception import OrtPerception, preprocess
 
 onnx = pytest.importorskip("onnx")  # the `export` extra

@@ -14,8 +14,8 @@ import pytest
 import yaml
 
 from emo_edge.config import load_preset
-from emo_edge.export.io_spec import GRAPHS, SPEC_FILE, as_io_spec
 from emo_edge.export.profiles import list_profiles, load_profile, profile_from_dict
+from emo_edge.runtime.io_spec import GRAPHS, SPEC_FILE, as_io_spec
 
 onnx = pytest.importorskip("onnx")  # the `export` extra
 pytest.importorskip("onnxruntime")

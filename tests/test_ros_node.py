@@ -98,14 +98,13 @@ def test_state_topic_gives_the_right_label_for_9_of_10_clips(played):
 
 def test_stream_agrees_with_offline_inference(played, default_bundle):
     """The pipeline itself: the streamed utterance label equals the bundle's label on the whole clip file."""
-    from emo_edge.config import FrontendConfig
     from emo_edge.data.features import load_clip
     from emo_edge.data.schema import read_jsonl
     from emo_edge.runtime.bundle import load_bundle
     from emo_edge.runtime.pipeline import EmotionRuntime
 
     b = load_bundle(default_bundle)
-    rt, fe = EmotionRuntime(b), FrontendConfig(**b.frontend)
+    rt, fe = EmotionRuntime(b), b.frontend
     offline = []
     for r in read_jsonl(played["dir"] / "test.jsonl")[:N_CLIPS]:
         c = load_clip(r, played["dir"], fe)
@@ -209,6 +208,17 @@ def test_pause_inside_an_utterance_gives_one_final_answer_covering_it(default_bu
     # an early answer went out in the inner pause, and was withdrawn when the second clip's speech began
     assert any(pause_start - 0.2 <= _t(m.speech_end) <= pause_start + 0.05 for m in early), \
         [(_t(m.speech_end) - pause_start) for m in early]
+
+
+def test_execution_plan_is_logged_and_on_diagnostics(played):
+    plans = [Msg(m.status[1]) for _, m in played["topics"].get("/diagnostics", []) if len(m.status) > 1]
+    assert plans and plans[-1].name == "emo_edge: execution plan" and plans[-1].message == "as planned for cpu-x86"
+    values = {kv["key"]: kv["value"] for kv in plans[-1]["values"]}
+    assert values["perception.backend"] == "onnxruntime" and values["perception.providers"] == \
+        "['CPUExecutionProvider']"
+    assert values["llm.n_gpu_layers"] == "0" and values["fallback"] == "False"
+    assert "plan: target cpu-x86" in played["node_log"] and "plan: llm: llama.cpp llm/llm-q8_0.gguf" in \
+        played["node_log"]
 
 
 def test_node_survives_faults_and_keeps_publishing(default_bundle, ros_env, tmp_path):

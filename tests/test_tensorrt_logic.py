@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 
 from emo_edge.config import load_preset
-from emo_edge.export.io_spec import GRAPHS, build_io_spec, dummy_inputs
 from emo_edge.export.profiles import load_profile
-from emo_edge.export.tensorrt import (
+from emo_edge.runtime.io_spec import GRAPHS, build_io_spec, dummy_inputs
+from emo_edge.runtime.tensorrt import (
     EngineMismatchError,
     check_engine_meta,
     engine_build_config,
@@ -96,7 +96,8 @@ def test_availability_is_a_bool_with_a_reason():
 def test_lazy_parts_say_what_is_missing(tmp_path):
     if importlib.util.find_spec("tensorrt") is not None:
         pytest.skip("tensorrt is installed: the GPU test covers the lazy parts")
-    from emo_edge.export.tensorrt import TrtRunner, build_engine
+    from emo_edge.export.tensorrt import build_engine
+    from emo_edge.runtime.tensorrt import TrtRunner
 
     with pytest.raises(ImportError, match="tensorrt is not installed|cuda-python"):
         build_engine(tmp_path / "x.onnx", tmp_path / "x.engine", engine_build_config("fusion", SPEC, "fp16"))
@@ -113,9 +114,10 @@ def test_engine_builds_runs_and_matches_onnxruntime(tmp_path, precision, rtol):
         pytest.skip(reason)
     torch = pytest.importorskip("torch")
     from emo_edge.export.onnx_export import export_perception
-    from emo_edge.export.tensorrt import TrtRunner, build_engine, current_engine_meta
+    from emo_edge.export.tensorrt import build_engine
     from emo_edge.model.perception import Perception
     from emo_edge.runtime.perception import CPU, OrtPerception
+    from emo_edge.runtime.tensorrt import TrtRunner, current_engine_meta
 
     torch.manual_seed(0)
     export_perception(Perception(CFG, CFG.llm.hidden).eval(), CFG, tmp_path, threads=1)

@@ -11,6 +11,7 @@ from emo_edge.bench.flops import Cost, LlamaShape, count, llama_bytes, llama_flo
 from emo_edge.bench.roofline import DEVICES, Peaks, achieved, project
 from emo_edge.bench.stats import speedup, spread
 from emo_edge.config import STREAMS
+from emo_edge.runtime.manifest import Manifest
 
 INT8_BYTES, F32_BYTES = 1.0, 4.0
 # stored bytes per weight of llama.cpp's formats (Q8_0: 34 bytes per 32 weights; Q4_K_M mixes Q4_K and Q6_K,
@@ -110,16 +111,17 @@ def projection(presets: tuple[str, ...] = ("edge-small", "paper")) -> dict[str, 
 # ---------------------------------------------------------------------------------------------
 
 
-def measured_costs(model: Any, manifest: dict[str, Any], bundle: Any, prompt_tokens: int) -> dict[str, dict]:
+def measured_costs(model: Any, manifest: Manifest, bundle: Any, prompt_tokens: int) -> dict[str, dict]:
     """Cost per (backend kind, precision) of each measured stage of this checkpoint."""
-    int8 = tuple(g for g, p in manifest["perception"].get("int8", {}).get("precision", {}).items() if p == "int8")
+    entry = manifest.perception.get("int8")
+    int8 = tuple(g for g, p in entry.precision.items() if p == "int8") if entry is not None else ()
     llm = model.llm.get_base_model() if hasattr(model.llm, "get_base_model") else model.llm
     shape = LlamaShape.from_hf(llm.config)
     at = prompt_tokens + 16
     out = {"perception:fp32": perception_costs(model.perception, model.cfg),
            "perception:int8": perception_costs(model.perception, model.cfg, int8),
            "llm:fp32": llm_costs(shape, prompt_tokens, sum(p.numel() * 4 for p in llm.parameters()), at)}
-    for quant, rel in manifest["llm"]["files"].items():
+    for quant, rel in manifest.llm.files.items():
         out[f"llm:{quant}"] = llm_costs(shape, prompt_tokens, (bundle / rel).stat().st_size, at)
     return out
 
@@ -167,30 +169,28 @@ def evaluate(bundle: Any, data: Any, n: int, budgets: dict[str, dict[str, int]],
              progress: bool = False) -> dict[str, Any]:
     """Head WAF per perception precision, and LLM WAF per budget (streams masked out at inference time, as a
     missing modality is), on the first `n` test clips. Torch-free."""
-    from emo_edge.config import FrontendConfig
     from emo_edge.data.features import load_features
     from emo_edge.data.schema import find_split
-    from emo_edge.eval.metrics import classification_report, parse_label
-    from emo_edge.labels import LABELS
+    from emo_edge.eval.metrics import classification_report
+    from emo_edge.labels import LABELS, parse_label
     from emo_edge.prompts import suffix
     from emo_edge.runtime.bundle import llm_adapter
     from emo_edge.runtime.llm import LlamaCppLM
     from emo_edge.runtime.perception import OrtPerception
 
     m = bundle.manifest
-    fs = load_features(find_split(data, "test"), FrontendConfig(**m["model"]["frontend"]), limit=n, progress=progress)
+    fs = load_features(find_split(data, "test"), m.model.frontend, limit=n, progress=progress)
     truth, present = [r.label for r in fs.records], np.ones((len(fs), 3), np.float32)
     head, outs = {}, {}
-    for prec, entry in m["perception"].items():
-        rt = OrtPerception(bundle.root / entry["dir"], threads=threads)
+    for prec, entry in m.perception.items():
+        rt = OrtPerception(bundle.root / entry.dir, providers=["CPUExecutionProvider"], threads=threads)
         outs[prec] = {k: np.concatenate(v) for k, v in _batched(rt, fs, present).items()}
         labels = [LABELS[i] for i in outs[prec]["logits"].argmax(-1)]
         head[prec] = classification_report(truth, labels, LABELS)["waf"]
-    deploy = m["target"].get("perception_precision", "fp32")
-    quant = m["llm"]["default_quant"]
-    lm = LlamaCppLM(bundle.root / m["llm"]["files"][quant], n_ctx=m["llm"]["n_ctx"], n_threads=threads,
+    deploy, quant = m.perception_entry, m.default_quant
+    lm = LlamaCppLM(bundle.root / m.llm.files[quant], n_ctx=m.target.llm.n_ctx, n_threads=threads,
                     lora=llm_adapter(bundle.root, m))
-    trained = m["token_layout"]["budget"]
+    trained = m.token_layout.budget
     llm = {}
     for name, budget in budgets.items():
         keep = stream_keep(trained, budget)
@@ -236,10 +236,10 @@ def _ratio_target(name: str, goal: float, base: float | None, cand: float | None
 
 
 def targets(backends: dict[str, dict], stability: dict[str, Any], evaluation: dict[str, Any] | None,
-            manifest: dict[str, Any]) -> list[dict[str, Any]]:
+            manifest: Manifest) -> list[dict[str, Any]]:
     """The issue's five targets, each met / unmet (None: not measurable here) with its numbers."""
-    deploy = f"ort-cpu-{manifest['target'].get('perception_precision', 'fp32')}"
-    quant = manifest["llm"]["default_quant"]
+    deploy = f"ort-cpu-{manifest.perception_entry}"
+    quant = manifest.default_quant
     out = [_ratio_target("ONNX Runtime fp32 >= 1.5x PyTorch eager (perception p50)", 1.5,
                          _stage(backends, "torch-eager-fp32", "perception"), _stage(backends, "ort-cpu-fp32",
                                                                                     "perception"), "p50 ms")]
@@ -274,14 +274,14 @@ def targets(backends: dict[str, dict], stability: dict[str, Any], evaluation: di
     return out
 
 
-def quantized_share(backends: dict[str, dict], manifest: dict[str, Any]) -> tuple[str, float] | None:
+def quantized_share(backends: dict[str, dict], manifest: Manifest) -> tuple[str, float] | None:
     """(which ops, their share of ort-cpu-fp32's kernel time): the ops the bundle's int8 graphs quantize, in
     those graphs. Amdahl's bound on the INT8 speed-up is 1 / (1 - share)."""
-    fp32, entry = backends.get("ort-cpu-fp32", {}).get("op_times"), manifest["perception"].get("int8")
-    ops = (entry or {}).get("calibration", {}).get("settings", {}).get("ops")
-    if not fp32 or not ops:  # no profile, no int8 graphs, or a bundle that does not record its quantized ops
+    fp32, entry = backends.get("ort-cpu-fp32", {}).get("op_times"), manifest.perception.get("int8")
+    ops = ((entry.calibration if entry is not None else None) or {}).get("settings", {}).get("ops")
+    if not fp32 or not ops or entry is None:  # no profile, no int8 graphs, or no record of the quantized ops
         return None
-    graphs = [g for g, p in entry["precision"].items() if p == "int8"]
+    graphs = [g for g, p in entry.precision.items() if p == "int8"]
     frac = sum(v["share"] for k, v in fp32["by_graph_op"].items()
                if k.split(":")[0] in graphs and k.split(":")[1] in ops)
     return f"{'/'.join(ops)} in {', '.join(graphs)}", frac

@@ -18,7 +18,9 @@ from typing import Any
 
 import numpy as np
 
-from emo_edge.runtime.bundle import softmax
+from emo_edge.runtime.bundle import QUANTS, softmax
+from emo_edge.runtime.llm import greedy_decode
+from emo_edge.runtime.manifest import Manifest
 
 TORCH = "torch-eager-fp32"
 ORT_MADE = "onnxruntime-made"
@@ -56,7 +58,7 @@ def _ort_providers() -> list[str]:
     return list(ort.get_available_providers())
 
 
-def available_backends(manifest: dict[str, Any], checkpoint: str | None) -> tuple[list[BackendSpec], list[Unavailable]]:
+def available_backends(manifest: Manifest, checkpoint: str | None) -> tuple[list[BackendSpec], list[Unavailable]]:
     """Every backend this machine and bundle can run, and the missing ones with the reason."""
     ok: list[BackendSpec] = []
     missing: list[Unavailable] = []
@@ -66,10 +68,10 @@ def available_backends(manifest: dict[str, Any], checkpoint: str | None) -> tupl
         missing.append(Unavailable(TORCH, "no --checkpoint given (the PyTorch reference needs it)"))
     installed = _ort_providers()
     for short, provider in ORT_PROVIDERS.items():
-        for prec, entry in manifest["perception"].items():
+        for prec, entry in manifest.perception.items():
             name = f"ort-{short}-{prec}"
             if provider in installed:
-                ok.append(BackendSpec("perception", name, "onnxruntime", prec, provider, dict(entry["precision"])))
+                ok.append(BackendSpec("perception", name, "onnxruntime", prec, provider, dict(entry.precision)))
             else:
                 missing.append(Unavailable(name, f"not available here: {provider} is not in this onnxruntime build "
                                                  f"(installed: {', '.join(installed) or 'none'})"))
@@ -78,27 +80,27 @@ def available_backends(manifest: dict[str, Any], checkpoint: str | None) -> tupl
         ok.append(BackendSpec("llm", "transformers-fp32", "transformers", "fp32"))
     else:
         missing.append(Unavailable("transformers-fp32", "no --checkpoint given"))
-    for quant in manifest["llm"]["files"]:
+    for quant in manifest.llm.files:
         ok.append(BackendSpec("llm", f"llama.cpp-{quant}", "llama.cpp", quant))
-    for quant in ("f16", "q8_0", "q4_k_m"):
-        if quant not in manifest["llm"]["files"]:
+    for quant in QUANTS:
+        if quant not in manifest.llm.files:
             missing.append(Unavailable(f"llama.cpp-{quant}", f"the bundle holds no {quant} GGUF (export with "
                                                               f"--llm-quant {quant})"))
     return ok, missing
 
 
-def _tensorrt_status(manifest: dict[str, Any], ok: list[BackendSpec]) -> list[Unavailable]:
-    from emo_edge.export.tensorrt import tensorrt_unavailable_reason
+def _tensorrt_status(manifest: Manifest, ok: list[BackendSpec]) -> list[Unavailable]:
+    from emo_edge.runtime.tensorrt import tensorrt_unavailable_reason
 
     reason = tensorrt_unavailable_reason()
-    engines = manifest.get("engines") or []
+    engines = manifest.engines
     names = [f"tensorrt-{p}" for p in ("fp16", "int8")]
     if reason is not None:
         return [Unavailable(n, f"not available here: {reason}") for n in names]
     if not engines:
         return [Unavailable(n, "the bundle holds no TensorRT engines (they are built on the device that runs them)")
                 for n in names]
-    precs = sorted({e.get("precision", "fp16") for e in engines})
+    precs = sorted({e.precision for e in engines})
     ok += [BackendSpec("perception", f"tensorrt-{p}", "tensorrt", p) for p in precs]
     return [Unavailable(n, "the bundle holds no engines at this precision") for n in names
             if n.split("-")[1] not in precs]
@@ -151,11 +153,11 @@ class TorchPerception:
 class OrtBackend:
     """A bundle's perception graphs (fp32 or INT8 QDQ) on one ONNX Runtime execution provider."""
 
-    def __init__(self, bundle: Path, manifest: dict[str, Any], spec: BackendSpec, threads: int):
+    def __init__(self, bundle: Path, manifest: Manifest, spec: BackendSpec, threads: int):
         from emo_edge.runtime.perception import OrtPerception
 
         providers = [spec.provider] + (["CPUExecutionProvider"] if spec.provider != "CPUExecutionProvider" else [])
-        self.rt = OrtPerception(bundle / manifest["perception"][spec.precision]["dir"], providers=providers,
+        self.rt = OrtPerception(bundle / manifest.perception[spec.precision].dir, providers=providers,
                                 threads=threads)
 
     def graph_call(self, graph: str, feeds: dict[str, np.ndarray]) -> Callable[[], Any]:
@@ -198,32 +200,28 @@ def ort_op_times(rt: Any, feeds: dict[str, np.ndarray], runs: int = 50) -> dict[
 
 
 class TrtBackend:
-    """TensorRT engines listed in the bundle's manifest (built on this device). Unverified here: no GPU."""
+    """The bundle's TensorRT engines at one precision, through the runtime's own `TrtPerception` (the runner a
+    bundle planned for TensorRT uses). Unverified here: no GPU."""
 
-    def __init__(self, bundle: Path, manifest: dict[str, Any], spec: BackendSpec):
-        from emo_edge.export.tensorrt import TrtRunner
-        from emo_edge.runtime.perception import preprocess
+    def __init__(self, bundle: Path, manifest: Manifest, spec: BackendSpec):
+        from emo_edge.runtime.bundle import check_engines
+        from emo_edge.runtime.tensorrt import TrtPerception
 
-        engines = [e for e in manifest["engines"] if e.get("precision", "fp16") == spec.precision]
-        self.runners = {e["graph"]: TrtRunner(bundle / e["file"]) for e in engines}
-        self._preprocess = preprocess
+        check_engines(bundle, manifest)
+        engines = {e.graph: bundle / e.file for e in manifest.engines if e.precision == spec.precision}
+        self.rt = TrtPerception(engines, manifest.io_spec)
 
     def graph_call(self, graph: str, feeds: dict[str, np.ndarray]) -> Callable[[], Any]:
-        return lambda: self.runners[graph](feeds)
+        return lambda: self.rt.run_graph(graph, feeds)
 
     def perceive(self, image: np.ndarray, frames: np.ndarray, mel: np.ndarray, present: np.ndarray) -> dict:
-        x = self._preprocess(image, frames, mel, present)
-        feats = {"image_feats": self.runners["image_encoder"]({"image": x["image"]})["image_feats"],
-                 "video_feats": self.runners["video_encoder"]({"frames": x["frames"]})["video_feats"],
-                 "audio_feats": self.runners["audio_encoder"]({"mel": x["mel"]})["audio_feats"]}
-        return self.runners["fusion"]({**feats, "present": x["present"]})
+        return self.rt.run(image, frames, mel, present)
 
     def close(self) -> None:
-        for r in self.runners.values():
-            r.close()
+        self.rt.close()
 
 
-def open_perception(spec: BackendSpec, bundle: Path, manifest: dict[str, Any], checkpoint: str | None,
+def open_perception(spec: BackendSpec, bundle: Path, manifest: Manifest, checkpoint: str | None,
                     threads: int) -> Any:
     if spec.engine == "torch":
         assert checkpoint is not None
@@ -320,13 +318,5 @@ class TransformersBackend:
 
 
 def greedy(lm: Any, logits: np.ndarray, max_new_tokens: int, stop_at_eos: bool = True) -> list[int]:
-    """Greedy continuation after a prefill: token ids (EOS excluded)."""
-    out: list[int] = []
-    for k in range(max_new_tokens):
-        token = int(np.argmax(logits))
-        if stop_at_eos and lm.is_eos(token):
-            break
-        out.append(token)
-        if k + 1 < max_new_tokens:
-            logits = lm.step(token)
-    return out
+    """Greedy continuation after a prefill: token ids (EOS excluded), by the runtime's own decode loop."""
+    return greedy_decode(logits, lm.step, lm.is_eos, max_new_tokens, stop_at_eog=stop_at_eos)

@@ -312,8 +312,8 @@ def run_replay(cfg: ReplayConfig, command: str | None = None) -> dict[str, Any]:
                                "started": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
                                "config": cfg.to_dict(), "versions": versions(),
                                "machine": {**machine_info(), "load_before": _load()},
-                               "bundle": {"path": str(cfg.bundle), "target": manifest["target"]["name"],
-                                          "checkpoint": manifest["checkpoint"]}}
+                               "bundle": {"path": str(cfg.bundle), "target": manifest.target.name,
+                                          "checkpoint": dataclasses.asdict(manifest.checkpoint)}}
     timings = replay(cfg, work, ros_environment(cfg.ros_setup))
     (work / "timings.json").write_text(json.dumps(timings))
     results["ros2_replay"] = replay_summary(timings, cfg.warmup_s)

@@ -38,6 +38,8 @@ from emo_edge.bench.backends import (
 from emo_edge.bench.sources import Window
 from emo_edge.bench.stats import Reps, peak_rss_mb, summarize_ms, time_call
 from emo_edge.config import FrontendConfig
+from emo_edge.runtime.llm import greedy_decode
+from emo_edge.runtime.manifest import Manifest
 
 SCHEMA_VERSION = 1
 PERCEPTION_GRAPHS = ("image_encoder", "video_encoder", "audio_encoder", "fusion")
@@ -69,6 +71,7 @@ class BenchConfig:
     isolate: bool = True
     progress: bool = True
     peaks: bool = True  # measure the machine's matmul / copy peaks (large; off only in tests)
+    fallback: str | None = None  # "cpu": a bundle whose target needs a GPU / TensorRT loads here on the CPU
 
     def __post_init__(self) -> None:
         if self.rounds < 1 or self.clips < 1 or self.threads < 1 or self.eval_clips < 0:
@@ -84,7 +87,7 @@ class BenchConfig:
 class Job:
     spec: BackendSpec
     bundle: Path
-    manifest: dict[str, Any]
+    manifest: Manifest
     checkpoint: str | None
     windows: list[Window]
     cfg: BenchConfig
@@ -98,7 +101,7 @@ class Job:
 
 def runtime_arrays(w: Window, fe: FrontendConfig) -> dict[str, np.ndarray]:
     """A window -> the runtime's batch-1 arrays (numpy frontend: temporal view, peak frame, log-mel)."""
-    from emo_edge.data.features import clip_from_media
+    from emo_edge.clip import clip_from_media
 
     c = clip_from_media(w.frames, w.wave, fe)
     return {"image": c.image[None], "frames": c.frames[None], "mel": c.mel[None].astype(np.float32),
@@ -128,7 +131,7 @@ def _long(reps: Reps) -> Reps:
 def time_perception(job: Job) -> dict[str, Any]:
     from emo_edge.runtime.perception import preprocess
 
-    fe, labels = FrontendConfig(**job.manifest["model"]["frontend"]), job.manifest["labels"]
+    fe, labels = job.manifest.model.frontend, job.manifest.labels
     backend = open_perception(job.spec, job.bundle, job.manifest, job.checkpoint, job.cfg.threads)
     arrays = runtime_arrays(job.windows[0], fe)
     x = preprocess(**arrays)
@@ -163,20 +166,20 @@ def _open_llm(job: Job) -> tuple[Any, Any]:
 
         p = TorchPerception(job.checkpoint, threads)
         return TransformersBackend(p.model, threads), p
-    prec = m["target"].get("perception_precision", "fp32")
+    prec = m.perception_entry
     p = OrtBackend(job.bundle, m, BackendSpec("perception", f"ort-cpu-{prec}", "onnxruntime", prec,
                                               "CPUExecutionProvider"), threads)
-    n_ctx = max(m["llm"]["n_ctx"], max(job.budgets.values(), default=0) + 64)
+    n_ctx = max(m.target.llm.n_ctx, max(job.budgets.values(), default=0) + 64)
     from emo_edge.runtime.bundle import llm_adapter
 
     lora = llm_adapter(job.bundle, m)
-    return LlamaCppBackend(job.bundle / m["llm"]["files"][job.spec.precision], n_ctx, threads, lora), p
+    return LlamaCppBackend(job.bundle / m.llm.files[job.spec.precision], n_ctx, threads, lora), p
 
 
 def time_llm(job: Job) -> dict[str, Any]:
     from emo_edge.prompts import suffix
 
-    fe, prompt = FrontendConfig(**job.manifest["model"]["frontend"]), job.manifest["prompt"]
+    fe, prompt = job.manifest.model.frontend, job.manifest.prompt
     lm, perception = _open_llm(job)
     cfg, reps = job.cfg, job.cfg.reps
 
@@ -214,7 +217,7 @@ def time_llm(job: Job) -> dict[str, Any]:
     return {"stages": stages, "samples_s": samples, "budget_prefill": sweep,
             "answer_tokens_mean": float(np.mean(lengths)) if lengths else 0,
             "slow_path_perception": "torch-eager-fp32" if job.spec.engine == "transformers" else
-            f"ort-cpu-{job.manifest['target'].get('perception_precision', 'fp32')}"}
+            f"ort-cpu-{job.manifest.perception_entry}"}
 
 
 def _with_rate(stages: dict[str, dict[str, float]]) -> dict[str, dict[str, float]]:
@@ -250,14 +253,17 @@ def _decode_samples(lm: Any, mm: np.ndarray, mask: np.ndarray, text: str, per_pr
     samples: list[float] = []
     for _ in range(reps.warmup):
         greedy(lm, lm.prefill(mm, mask, text), per_prefill, stop_at_eos=False)
+
+    def timed_step(token: int) -> np.ndarray:
+        t0 = time.perf_counter()
+        logits = lm.step(token)
+        samples.append(time.perf_counter() - t0)
+        return logits
+
     start = time.perf_counter()
     while len(samples) < max(reps.min_reps, per_prefill) or time.perf_counter() - start < reps.min_seconds:
-        logits = lm.prefill(mm, mask, text)
-        for _ in range(per_prefill):
-            token = int(np.argmax(logits))
-            t0 = time.perf_counter()
-            logits = lm.step(token)
-            samples.append(time.perf_counter() - t0)
+        # the runtime's decode loop, each of its `per_prefill` feeds timed (+1: the last token is not fed)
+        greedy_decode(lm.prefill(mm, mask, text), timed_step, lm.is_eos, per_prefill + 1, stop_at_eog=False)
         if len(samples) >= reps.max_reps:
             break
     return samples
@@ -345,20 +351,22 @@ def run_bench(cfg: BenchConfig, windows: list[Window] | None = None, command: st
     from emo_edge.bench.sources import DataDirSource
     from emo_edge.runtime.bundle import load_bundle
 
-    bundle = load_bundle(cfg.bundle)  # verifies format and hashes before anything runs
+    bundle = load_bundle(cfg.bundle, fallback=cfg.fallback)  # verifies format, hashes and the plan first
     m = bundle.manifest
-    fe = FrontendConfig(**m["model"]["frontend"])
+    fe = m.model.frontend
     specs, missing = available_backends(m, cfg.checkpoint)
     windows = windows or DataDirSource(cfg.data, fe, cfg.fps).windows(cfg.clips)
-    trained = m["token_layout"]["budget"]
+    trained = m.token_layout.budget
     budgets = analysis.resolve_budgets(trained, BUDGETS)
     counts = {k: sum(b.values()) for k, b in budgets.items()}
     started, load_before = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"), _load()
     results: dict[str, Any] = {"schema_version": SCHEMA_VERSION, "started": started, "command": command,
                                "config": cfg.to_dict(),
                                "versions": versions(), "machine": {**machine_info(), "load_before": load_before},
-                               "bundle": {"path": str(cfg.bundle), "target": m["target"]["name"],
-                                          "checkpoint": m["checkpoint"], "token_layout": m["token_layout"]},
+                               "bundle": {"path": str(cfg.bundle), "target": m.target.name,
+                                          "checkpoint": dataclasses.asdict(m.checkpoint),
+                                          "token_layout": dataclasses.asdict(m.token_layout),
+                                          "plan": bundle.plan.to_dict()},
                                "unavailable": [dataclasses.asdict(u) for u in missing],
                                "windows": [{"id": w.id, "frames": int(len(w.frames)), "fps": w.fps,
                                             "frame_hw": list(w.frames.shape[1:3])} for w in windows]}
@@ -424,10 +432,10 @@ def _budget_sweep(backends: list[dict[str, Any]], budgets: dict[str, dict[str, i
     return rows
 
 
-def _roofline(cfg: BenchConfig, m: dict[str, Any], backends: list[dict[str, Any]], peaks: Any) -> dict[str, Any]:
+def _roofline(cfg: BenchConfig, m: Manifest, backends: list[dict[str, Any]], peaks: Any) -> dict[str, Any]:
     from emo_edge.bench import analysis
 
-    ckpt = cfg.checkpoint or m["checkpoint"].get("path")
+    ckpt = cfg.checkpoint or m.checkpoint.path
     out: dict[str, Any] = {"peaks": peaks.to_dict(),
                            "bound": "max(FLOPs / fp32 matmul peak, compulsory bytes / copy bandwidth), both measured "
                                     "in this run; INT8 and GGUF stages are held to the same fp32 roof"}
@@ -445,7 +453,7 @@ def _roofline(cfg: BenchConfig, m: dict[str, Any], backends: list[dict[str, Any]
     return out
 
 
-def _emotion_suffix(m: dict[str, Any]) -> str:
+def _emotion_suffix(m: Manifest) -> str:
     from emo_edge.prompts import suffix
 
-    return suffix("emotion", None, m["prompt"]["template"], m["prompt"]["instructions"])
+    return suffix("emotion", None, m.prompt["template"], m.prompt["instructions"])

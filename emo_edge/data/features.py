@@ -1,8 +1,8 @@
 """Clip loading and the feature cache: records -> model-ready arrays (numpy only).
 
-`load_clip` is the one place a clip's media become arrays, for training, evaluation and the
-runtime alike. A set of records is preprocessed once per frontend configuration and cached next
-to the JSONL; bad clips are skipped and reported with the reason, never silently dropped.
+`load_clip` decodes a record's files and hands them to `emo_edge.clip.clip_from_media`, the one
+frontend of training, evaluation and the runtime. A set of records is preprocessed once per frontend
+configuration and cached next to the JSONL; bad clips are skipped and reported with the reason, never silently dropped.
 """
 
 from __future__ import annotations
@@ -15,30 +15,18 @@ from pathlib import Path
 
 import numpy as np
 
-from emo_edge.audio import AudioError, fit_length, load_wav, log_mel
+from emo_edge.audio import AudioError, load_wav
+from emo_edge.clip import Clip, clip_from_media
 from emo_edge.config import FrontendConfig
 from emo_edge.data.schema import Record, read_jsonl
 from emo_edge.labels import LABELS
-from emo_edge.vision import VideoError, read_video, video_views
+from emo_edge.vision import VideoError, read_video
 
 CACHE_VERSION = 2  # bump when preprocessing changes
 
 
 class ClipError(ValueError):
     """A clip that cannot be used, with the clip id and the problem in the message."""
-
-
-@dataclass
-class Clip:
-    frames: np.ndarray  # (T, s, s, 3) uint8 RGB: the temporal view
-    image: np.ndarray  # (S, S, 3) uint8 RGB: the peak frame
-    mel: np.ndarray  # (n_mels, F) float32 scaled log-mel
-
-
-def clip_from_media(frames: np.ndarray, wave: np.ndarray, fe: FrontendConfig) -> Clip:
-    temporal, peak = video_views(frames, fe.n_frames, fe.frame_size, fe.image_size)
-    mel = log_mel(fit_length(wave, fe.n_samples), fe.n_mels, fe.n_fft, fe.hop_length, fe.sample_rate)
-    return Clip(temporal, peak, mel)
 
 
 def load_clip(record: Record, root: Path, fe: FrontendConfig) -> Clip:

@@ -28,7 +28,6 @@ import numpy as np
 from emo_edge.eval import vocabulary as vocab
 from emo_edge.eval.metrics import (
     _check_pair,
-    _names_in,
     classification_report,
     hit_rate,
     mean_average_precision,
@@ -36,6 +35,7 @@ from emo_edge.eval.metrics import (
     parse_label,
     sentiment_scores,
 )
+from emo_edge.labels import names_in
 
 TASKS = ("emotion", "sentiment", "intent", "multilabel", "open")
 SENTIMENT_SOURCES = ("cmu-mosi", "cmu-mosei", "ch-sims", "ch-sims-v2")
@@ -137,7 +137,7 @@ def read_answer(b: Benchmark, labels: Sequence[str], answer: str) -> Any:
     if b.task == "sentiment":
         return vocab.sentiment_of(answer)
     if b.task == "multilabel":
-        return set(_names_in(answer, words))
+        return set(names_in(answer, words))
     if b.task == "open":
         return vocab.families(answer)
     if b.task == "intent":

@@ -19,11 +19,10 @@ from emo_edge.eval.metrics import (
     classification_report,
     mean_cue_precision,
     mean_cue_recall,
-    parse_label,
     plot_confusion,
     reason_conclusion,
 )
-from emo_edge.labels import LABELS
+from emo_edge.labels import LABELS, parse_label
 
 # llm: the emotion task's short answer; head: the fast head; reason: the label read from the reason's
 # conclusion, one generation for both, so label and reason cannot disagree (see `Predictions`)
@@ -264,16 +263,16 @@ def evaluate_bundle(
     bundle: str | Path, data: str | Path, answer_from: str = "llm", modalities: tuple[str, ...] = MODALITIES,
     json_out: str | Path | None = None, split: str = "test", batch_size: int = 16, reason: bool = True,
     limit: int | None = None, progress: bool = True, precision: str | None = None, quant: str | None = None,
+    fallback: str | None = None,
 ) -> dict[str, Any]:
-    from emo_edge.config import FrontendConfig
     from emo_edge.runtime.bundle import load_bundle
     from emo_edge.runtime.pipeline import EmotionRuntime
 
     opened: dict[str, Any] = {}
 
     def load() -> tuple[Any, Any]:
-        b = opened["bundle"] = load_bundle(bundle, precision=precision, quant=quant)
-        return EmotionRuntime(b), FrontendConfig(**b.frontend)
+        b = opened["bundle"] = load_bundle(bundle, precision=precision, quant=quant, fallback=fallback)
+        return EmotionRuntime(b), b.frontend
 
     def predict(rt: Any, es: EvalSet, preds: Predictions) -> None:
         fs = es.fs
@@ -294,8 +293,8 @@ def evaluate_bundle(
     report = _run(load, data, answer_from, modalities, split, limit, progress, predict,
                   {"bundle": str(bundle)})
     b = opened["bundle"]
-    report.update({"precision": b.precision, "quant": b.quant,
-                   "perception_graph_precision": b.manifest["perception"][b.precision]["precision"]})
+    report.update({"precision": b.precision, "quant": b.quant, "plan": b.plan.to_dict(),
+                   "perception_graph_precision": b.plan.perception.precision})
     if json_out:
         write_report(report, Path(json_out))
     b.close()

@@ -12,7 +12,6 @@ Conventions, chosen to match scikit-learn's defaults so numbers compare with pub
 
 from __future__ import annotations
 
-import functools
 import math
 import re
 from collections.abc import Callable, Mapping, Sequence
@@ -20,13 +19,15 @@ from pathlib import Path
 
 import numpy as np
 
-from emo_edge.labels import LABELS, SYNONYMS
+from emo_edge.labels import (  # noqa: F401 - parse_label and reason_conclusion are re-exported
+    LABELS,
+    SYNONYMS,
+    names_in,
+    parse_label,
+    reason_conclusion,
+)
 
 NONE_COLUMN = "none"  # name of confusion_matrix's extra column of unparsed predictions
-
-_ANSWER_TAG = re.compile(r"<answer>(.*?)(?:</answer>|\Z)", re.IGNORECASE | re.DOTALL)
-_SEPARATOR = re.compile(r"[\s\-]+")  # inside a vocabulary word, spaces and hyphens are interchangeable
-
 
 def _check_pair(a: Sequence, b: Sequence, names: str = "y_true, y_pred") -> int:
     """Length shared by `a` and `b`; ValueError when empty or mismatched."""
@@ -35,44 +36,6 @@ def _check_pair(a: Sequence, b: Sequence, names: str = "y_true, y_pred") -> int:
     if len(a) == 0:
         raise ValueError(f"empty input: {names} hold no items")
     return len(a)
-
-
-def _canonical(word: str) -> str:
-    """Lower case, trimmed, runs of spaces or hyphens as one space: the form vocabulary lookups use."""
-    return _SEPARATOR.sub(" ", word.strip().lower())
-
-
-@functools.lru_cache(maxsize=32)
-def _word_pattern(words: tuple[str, ...]) -> re.Pattern[str]:
-    """Regex matching any of the canonical `words` as whole words, case-insensitively."""
-    # Longest first so a multi-word phrase wins over its own first word.
-    alts = [r"[\s\-]+".join(map(re.escape, w.split(" "))) for w in sorted(words, key=len, reverse=True)]
-    return re.compile(r"(?<![a-z0-9])(?:" + "|".join(alts) + r")(?![a-z0-9])", re.IGNORECASE)
-
-
-def _names_in(text: str, synonyms: Mapping[str, str]) -> list[str]:
-    """Canonical names of the synonym words in `text`, in order of appearance."""
-    lookup = {_canonical(w): name for w, name in synonyms.items() if w.strip()}
-    if not lookup:
-        return []
-    return [lookup[_canonical(m.group(0))] for m in _word_pattern(tuple(sorted(lookup))).finditer(text)]
-
-
-def parse_label(answer: str, labels: Sequence[str] = LABELS, synonyms: Mapping[str, str] = SYNONYMS) -> str | None:
-    """The label named by a generated answer, or None.
-
-    With `<answer>…</answer>` present only its content counts (the last such tag; an unclosed tag
-    at the end, as in a truncated generation, runs to the end of the text). Otherwise the first
-    label or synonym found as a whole word wins, case-insensitively: "unhappy" reads as sad (it is
-    a synonym), "sadly" reads as nothing. Negation is not understood ("not happy" reads happy).
-    """
-    tagged = _ANSWER_TAG.findall(answer)
-    text = tagged[-1] if tagged else answer
-    vocab = {**{name: name for name in labels}, **synonyms}
-    for name in _names_in(text, vocab):
-        if name in labels:
-            return name
-    return None
 
 
 def confusion_matrix(
@@ -197,28 +160,6 @@ def mean_cue_precision(
     return float(np.mean(values)) if values else math.nan
 
 
-_SENTENCE_END = re.compile(r"(?<=[.!?])\s+")
-
-
-def reason_conclusion(
-    reason: str, labels: Sequence[str] = LABELS, synonyms: Mapping[str, str] = SYNONYMS
-) -> str | None:
-    """The label a reason concludes with: the last label named in its last sentence that names one.
-
-    Reasons first say which labels each cue fits ("... which fit worried or surprise") and end with
-    the conclusion ("The answer is surprise."), so the last label-naming sentence is the verdict.
-    An `<answer>` tag, when present, is the conclusion.
-    """
-    if _ANSWER_TAG.search(reason):
-        return parse_label(reason, labels, synonyms)
-    vocab = {**{name: name for name in labels}, **synonyms}
-    for sentence in reversed(_SENTENCE_END.split(reason.strip())):
-        names = [n for n in _names_in(sentence, vocab) if n in labels]
-        if names:
-            return names[-1]
-    return None
-
-
 def answer_reason_consistency(answers: Sequence[str | None], reasons: Sequence[str]) -> float:
     """Share of clips whose answer label equals its reason's conclusion; a missing side counts as a disagreement."""
     n = _check_pair(answers, reasons, "answers, reasons")
@@ -292,7 +233,7 @@ def mean_average_precision(y_true: Sequence[set[str]], scores: np.ndarray, label
 def _vocabulary_reader(synonyms: Mapping[str, str]) -> Callable[[str], set[str]]:
     """Text -> set of canonical labels it names, by whole-word lookup in `synonyms`."""
     vocab = {**{name: name for name in synonyms.values()}, **synonyms}
-    return lambda text: set(_names_in(text, vocab))
+    return lambda text: set(names_in(text, vocab))
 
 
 def hit_rate(

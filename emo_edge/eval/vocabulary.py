@@ -12,7 +12,7 @@ from pathlib import Path
 
 import yaml
 
-from emo_edge.eval.metrics import _canonical, _names_in
+from emo_edge.labels import canonical_word, names_in
 
 VOCAB_FILE = Path(__file__).resolve().parents[1] / "data" / "emotion_vocab.yaml"
 SENTIMENTS = ("negative", "neutral", "positive")
@@ -33,7 +33,7 @@ def synonyms() -> dict[str, str]:
     out: dict[str, str] = {}
     for term, words in _table()["synonyms"].items():
         for w in [term, *words]:
-            key = _canonical(w)
+            key = canonical_word(w)
             if out.get(key, term) != term:
                 raise ValueError(f"{VOCAB_FILE.name}: {w!r} is listed under both {out[key]!r} and {term!r}")
             out[key] = term
@@ -53,7 +53,7 @@ def wheel() -> dict[str, str]:
 
 def canonical_term(word: str) -> str | None:
     """The canonical term of one emotion word or phrase, or None if the vocabulary lacks it."""
-    key = _canonical(word)
+    key = canonical_word(word)
     found = synonyms().get(key) or (key if key in wheel() else None)
     if found is None and "/" in key:  # "doubt/confusion": the first part the vocabulary knows
         found = next(filter(None, map(canonical_term, key.split("/"))), None)
@@ -63,7 +63,7 @@ def canonical_term(word: str) -> str | None:
 def families(text: str) -> set[str]:
     """Wheel families named anywhere in `text` (synonym then wheel normalisation)."""
     words = {**synonyms(), **{f: f for f in _table()["wheel"]}}
-    return {wheel()[t] for t in _names_in(text, words)}
+    return {wheel()[t] for t in names_in(text, words)}
 
 
 def family_normaliser() -> Callable[[str], set[str]]:
@@ -93,8 +93,8 @@ def polarity(family: str) -> str:
 def sentiment_of(text: str, emotion_synonyms: Mapping[str, str] | None = None) -> str | None:
     """The sentiment an answer expresses: a sentiment word if it names one, else the polarity of
     the first emotion it names; None when it names neither."""
-    named = _names_in(text, _SENTIMENT_WORDS)
+    named = names_in(text, _SENTIMENT_WORDS)
     if named:
         return named[0]
-    terms = _names_in(text, emotion_synonyms or synonyms())
+    terms = names_in(text, emotion_synonyms or synonyms())
     return polarity(wheel()[terms[0]]) if terms else None

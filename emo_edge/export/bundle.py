@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
-import json
 import os
 import platform
 import shutil
@@ -25,7 +24,19 @@ from rich.console import Console
 from emo_edge import __version__, resources
 from emo_edge.labels import LABELS
 from emo_edge.prompts import prompt_record
-from emo_edge.runtime.bundle import FORMAT_VERSION, MANIFEST, BundleError, file_table, load_bundle
+from emo_edge.runtime.bundle import file_table, load_bundle, write_manifest
+from emo_edge.runtime.io_spec import build_io_spec
+from emo_edge.runtime.manifest import (
+    FORMAT_VERSION,
+    BundleError,
+    CheckpointInfo,
+    LLMFiles,
+    Manifest,
+    ModelInfo,
+    Parity,
+    PerceptionEntry,
+    TokenLayout,
+)
 
 console = Console(stderr=True)
 DEFAULT_PARITY_CLIPS = 12
@@ -71,7 +82,7 @@ def build_bundle(
     checkpoint: str | Path, target: str | Path, out: str | Path, data: str | Path | None = None,
     llm_quants: tuple[str, ...] = (), calibration: str | Path | None = None, parity_clips: int = DEFAULT_PARITY_CLIPS,
     force: bool = False, threads: int = 2, llm_form: str = "merged",
-) -> dict[str, Any]:
+) -> Manifest:
     """Export `checkpoint` for the `target` profile into the bundle directory `out`; returns the manifest.
 
     llm_form: "merged" (LoRA folded in, converted and quantised) or "base+lora" (the base model's GGUF -- the
@@ -99,9 +110,9 @@ def build_bundle(
             perception = _export_perception(model, profile, tmp, clips, calibration, threads)
             llm = _export_llm(model, profile, tmp, clips, llm_quants, threads, llm_form, read_meta(ckpt))
         manifest = _manifest(model, profile, ckpt, read_meta(ckpt), perception, llm, tmp, n_clips=len(clips))
-        (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2))
-        _stage("verifying the bundle through the torch-free runtime")
-        bundle = load_bundle(tmp, threads=threads)
+        write_manifest(tmp, manifest)
+        _stage("verifying the bundle through the torch-free runtime (on the CPU)")
+        bundle = load_bundle(tmp, threads=threads, fallback="cpu")
         bundle.perception  # noqa: B018 - opens every session
         bundle.llm  # noqa: B018 - loads the GGUF
         bundle.close()
@@ -169,40 +180,35 @@ def _copy_tokenizer(tok: Any, llm_dir: Path) -> str:
 
 
 def _manifest(model: Any, profile: Any, ckpt: Path, meta: dict, perception: dict, llm: dict, tmp: Path,
-              n_clips: int) -> dict[str, Any]:
+              n_clips: int) -> Manifest:
     from emo_edge.checkpoint import content_digest
-    from emo_edge.export.io_spec import build_io_spec
 
     cfg = model.cfg
     width = model.llm.get_input_embeddings().embedding_dim
-    return {
-        "format_version": FORMAT_VERSION,
-        "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-        "emo_edge_version": __version__,
-        "versions": {**perception["versions"], **llm["versions"], "python": platform.python_version()},
-        "machine": {"platform": platform.platform(), "processor": platform.machine()},
-        "target": {"name": profile.name, "description": profile.description, **dataclasses.asdict(profile),
-                   "perception_precision": "int8" if "int8" in perception["entries"] else "fp32"},
-        "checkpoint": {"path": str(ckpt), "name": cfg.name, "sha256": content_digest(ckpt),
-                       "trained": {k: meta.get(k) for k in ("preset", "seed")}},
-        "model": {"frontend": dataclasses.asdict(cfg.frontend), "llm_arch": llm["arch"], "n_embd": width},
-        "labels": list(LABELS),
-        "prompt": prompt_record(getattr(model, "chat", None)),
-        "token_layout": {"order": ["fusion", "image", "video", "audio"], "budget": dataclasses.asdict(cfg.tokens),
-                         "total": cfg.tokens.total},
-        "io_spec": build_io_spec(cfg, llm_width=width).to_dict(),
-        "perception": perception["entries"],
-        "llm": {"files": {q: f"llm/{f['file']}" for q, f in llm["files"].items()},
-                "default_quant": _default_quant(profile, llm), "n_ctx": profile.llm.n_ctx,
-                "n_gpu_layers": profile.llm.n_gpu_layers, "tokenizer": llm["tokenizer_file"],
-                "metadata": llm["metadata"], "gguf_tokenizer": llm["tokenizer"], **_form_record(profile, llm)},
-        "engines": [],  # TensorRT engines are built on the device: `emo-edge build-engines` (see README)
-        "parity": {"clips": n_clips,
-                   "perception_fp32_vs_torch": perception["entries"]["fp32"]["parity"],
-                   "perception_int8_vs_fp32": perception["entries"].get("int8", {}).get("parity_vs_fp32"),
-                   "llm_vs_torch": llm["parity"]},
-        "files": file_table(tmp),
-    }
+    entries = {k: PerceptionEntry(**v) for k, v in perception["entries"].items()}
+    return Manifest(
+        format_version=FORMAT_VERSION,
+        created=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        emo_edge_version=__version__,
+        versions={**perception["versions"], **llm["versions"], "python": platform.python_version()},
+        machine={"platform": platform.platform(), "processor": platform.machine()},
+        target=profile,
+        checkpoint=CheckpointInfo(str(ckpt), cfg.name, content_digest(ckpt),
+                                  {k: meta.get(k) for k in ("preset", "seed")}),
+        model=ModelInfo(cfg.frontend, llm["arch"], width),
+        labels=list(LABELS),
+        prompt=prompt_record(getattr(model, "chat", None)),
+        token_layout=TokenLayout(["fusion", "image", "video", "audio"], dataclasses.asdict(cfg.tokens),
+                                 cfg.tokens.total),
+        io_spec=build_io_spec(cfg, llm_width=width),
+        perception=entries,
+        llm=LLMFiles({q: f"llm/{f['file']}" for q, f in llm["files"].items()}, llm["tokenizer_file"],
+                     llm["metadata"], llm["tokenizer"], **_form_record(profile, llm)),
+        engines=[],  # TensorRT engines are built on the device: `emo-edge engines build BUNDLE`
+        parity=Parity(n_clips, entries["fp32"].parity or {},
+                      entries["int8"].parity_vs_fp32 if "int8" in entries else None, llm["parity"]),
+        files=file_table(tmp),
+    )
 
 
 def _default_quant(profile: Any, llm: dict) -> str:

@@ -675,7 +675,7 @@ def llm_parity(model: nn.Module, variants: Mapping[str, Mapping[str, str | Path]
                threads: int = 2) -> dict[str, Any]:
     """Multimodal tokens mm (B, N, n_embd) with mask (B, N) and the suffix texts: PyTorch's greedy answers and
     logits at every position vs each llama.cpp variant's, teacher-forced on PyTorch's answer tokens."""
-    from emo_edge.eval.metrics import parse_label
+    from emo_edge.labels import parse_label
 
     ref = [torch_greedy(model, mm[i], mm_mask[i], s, max_new_tokens) for i, s in enumerate(suffixes)]
     ref_answers = [model.tok.decode(ids).strip() for ids, _ in ref]
@@ -713,7 +713,7 @@ def _llama_run(lm: LlamaCppLM, mm: np.ndarray, mask: np.ndarray, suffix: str, an
 
 def _compare(ref: Sequence[tuple[list[int], np.ndarray]], ref_answers: Sequence[str],
              got: Sequence[tuple[str, np.ndarray]], ref_labels: Sequence[Any]) -> dict[str, Any]:
-    from emo_edge.eval.metrics import parse_label
+    from emo_edge.labels import parse_label
 
     answers = [a for a, _ in got]
     diffs, first, top1 = [], [], []

@@ -54,8 +54,8 @@ from emo_edge import resources
 from emo_edge.config import FrontendConfig, load_yaml
 from emo_edge.data.features import ClipError, FeatureSet, load_clip
 from emo_edge.data.schema import find_split, read_jsonl
-from emo_edge.export.io_spec import GRAPHS, SPEC_FILE, IOSpec, as_io_spec
 from emo_edge.labels import LABELS
+from emo_edge.runtime.io_spec import GRAPHS, SPEC_FILE, IOSpec, as_io_spec
 from emo_edge.runtime.perception import CPU, OrtPerception, preprocess
 
 SUMMARY_FILE = "calibration.json"

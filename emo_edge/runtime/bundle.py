@@ -7,31 +7,34 @@
     BUNDLE/llm/                    llm-<quant>.gguf files (form "merged"), or the base model's GGUF(s) and
                                    llm-lora-f32.gguf (form "base+lora": llama.cpp applies the adapter at load),
                                    and the tokenizer
-    BUNDLE/engines/                TensorRT engines, built on the device that runs them (optional)
+    BUNDLE/engines/                TensorRT engines built on the device (`emo-edge engines build`), and the
+                                   TensorRT EP's engine and timing caches (engines/ort-trt/)
 
-`load_bundle` refuses a bundle whose format version, file hashes or engine build do not match,
-with an error that names which file or field and why, before anything runs.
+The manifest is `emo_edge.runtime.manifest.Manifest`. `load_bundle` refuses a bundle whose format
+version, fields, file hashes or engine builds do not match, with a BundleError that names which file,
+field or engine and why, before anything runs; then it makes the execution plan from the target
+profile (`emo_edge.runtime.plan`), which the runners follow.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from emo_edge.config import FrontendConfig
 from emo_edge.fileio import sha256_file
+from emo_edge.runtime.manifest import ENTRIES, FORMAT_VERSION, MANIFEST, QUANTS, BundleError, Manifest
+from emo_edge.runtime.plan import ExecutionPlan, Machine, make_plan
 
-FORMAT_VERSION = 1
-MANIFEST = "manifest.json"
-QUANTS = ("f16", "q8_0", "q4_k_m")
-PRECISIONS = ("fp32", "int8")
-
-
-class BundleError(ValueError):
-    """A bundle that must not be used, with the reason."""
+__all__ = ["ENTRIES", "FORMAT_VERSION", "MANIFEST", "QUANTS", "Bundle", "BundleError", "Manifest", "load_bundle",
+           "read_manifest"]
+log = logging.getLogger("emo_edge.runtime")
 
 
 def file_table(root: Path) -> dict[str, dict[str, Any]]:
@@ -42,7 +45,7 @@ def file_table(root: Path) -> dict[str, dict[str, Any]]:
     }
 
 
-def read_manifest(bundle: str | Path) -> dict[str, Any]:
+def read_manifest(bundle: str | Path) -> Manifest:
     root = Path(bundle)
     path = root / MANIFEST
     if not root.is_dir():
@@ -50,74 +53,77 @@ def read_manifest(bundle: str | Path) -> dict[str, Any]:
     if not path.is_file():
         raise BundleError(f"bundle {root}: no {MANIFEST} (not an emo-edge bundle, or an unfinished export)")
     try:
-        manifest = json.loads(path.read_text())
+        data = json.loads(path.read_text())
     except json.JSONDecodeError as e:
         raise BundleError(f"bundle {root}: {MANIFEST} is not valid JSON ({e.msg} at line {e.lineno})") from e
-    version = manifest.get("format_version")
+    version = data.get("format_version") if isinstance(data, dict) else None
     if version != FORMAT_VERSION:
         raise BundleError(f"bundle {root}: format version {version!r}, this emo-edge reads version {FORMAT_VERSION} "
                           "(re-export the bundle with this version)")
-    return manifest
+    try:
+        return Manifest.from_dict(data)
+    except BundleError as e:
+        raise BundleError(f"bundle {root}: {e}") from e
 
 
-def verify_files(root: Path, manifest: dict[str, Any]) -> None:
+def write_manifest(root: Path, manifest: Manifest) -> None:
+    """manifest.json through a temporary file and a rename: a reader sees the old one or the new one."""
+    tmp = root / f".{MANIFEST}.tmp"
+    tmp.write_text(json.dumps(manifest.to_dict(), indent=2))
+    tmp.replace(root / MANIFEST)
+
+
+def verify_files(root: Path, manifest: Manifest) -> None:
     """Every listed file present with its sha256; no required file missing from the list."""
-    files = manifest.get("files", {})
+    files = manifest.files
     for rel, entry in files.items():
         p = root / rel
         if not p.is_file():
             raise BundleError(f"bundle {root}: missing file {rel} listed in the manifest")
         if p.stat().st_size != entry["bytes"] or sha256_file(p) != entry["sha256"]:
             raise BundleError(f"bundle {root}: {rel} does not match its sha256 in the manifest (modified or corrupt)")
-    for rel in required_files(manifest):
+    for rel in manifest.required_files():
         if rel not in files:
             raise BundleError(f"bundle {root}: required file {rel} is missing from the manifest")
 
 
-def llm_adapter(root: Path, manifest: dict[str, Any]) -> Path | None:
+def llm_adapter(root: Path, manifest: Manifest) -> Path | None:
     """The GGUF LoRA adapter llama.cpp must apply at load (form "base+lora"), None for a merged LLM."""
-    llm = manifest["llm"]
-    return Path(root) / llm["adapter"] if llm.get("form", "merged") == "base+lora" else None
-
-
-def required_files(manifest: dict[str, Any]) -> list[str]:
-    req = [manifest["llm"]["tokenizer"]]
-    for prec in manifest["perception"].values():
-        req += [f"{prec['dir']}/{f}" for f in prec["graphs"]]
-    req += list(manifest["llm"]["files"].values())
-    if manifest["llm"].get("form", "merged") == "base+lora":
-        req.append(manifest["llm"]["adapter"])
-    return req
+    return Path(root) / manifest.llm.adapter if manifest.llm.form == "base+lora" and manifest.llm.adapter else None
 
 
 @dataclass
 class Bundle:
-    """A verified bundle: its manifest and lazily created runners."""
+    """A verified bundle: its manifest, the execution plan, and runners created on first use from the plan."""
 
     root: Path
-    manifest: dict[str, Any]
-    precision: str = "fp32"
-    quant: str = "q4_k_m"
-    threads: int = 2
-    providers: list[str] | None = None
+    manifest: Manifest
+    plan: ExecutionPlan
     _perception: Any = field(default=None, repr=False)
     _llm: Any = field(default=None, repr=False)
 
     @property
     def labels(self) -> list[str]:
-        return list(self.manifest["labels"])
+        return list(self.manifest.labels)
 
     @property
-    def frontend(self) -> dict[str, Any]:
-        return self.manifest["model"]["frontend"]
+    def frontend(self) -> FrontendConfig:
+        return self.manifest.model.frontend
+
+    @property
+    def precision(self) -> str:
+        """The graph set in use: fp32 or int8 (the TensorRT route names its engines' precisions in the plan)."""
+        d = self.plan.perception.graphs_dir
+        return next((k for k, e in self.manifest.perception.items() if e.dir == d), self.manifest.perception_entry)
+
+    @property
+    def quant(self) -> str:
+        return self.plan.llm.quant
 
     @property
     def perception(self) -> Any:
         if self._perception is None:
-            from emo_edge.runtime.perception import OrtPerception
-
-            d = self.manifest["perception"][self.precision]["dir"]
-            self._perception = OrtPerception(self.root / d, providers=self.providers, threads=self.threads)
+            self._perception = open_perception(self.root, self.manifest, self.plan)
         return self._perception
 
     @property
@@ -125,46 +131,78 @@ class Bundle:
         if self._llm is None:
             from emo_edge.runtime.llm import LlamaCppLM
 
-            info = self.manifest["llm"]
-            self._llm = LlamaCppLM(self.root / info["files"][self.quant], n_ctx=info["n_ctx"], n_threads=self.threads,
-                                   lora=llm_adapter(self.root, self.manifest))
+            m = self.plan.llm
+            self._llm = LlamaCppLM(self.root / m.file, n_ctx=m.n_ctx, n_threads=m.n_threads,
+                                   n_gpu_layers=m.n_gpu_layers, lora=self.root / m.lora if m.lora else None)
         return self._llm
 
     def close(self) -> None:
         if self._llm is not None:
             self._llm.close()
             self._llm = None
+        if self._perception is not None and hasattr(self._perception, "close"):
+            self._perception.close()
+        self._perception = None
 
 
-def load_bundle(bundle: str | Path, precision: str | None = None, quant: str | None = None, threads: int = 2,
-                providers: list[str] | None = None) -> Bundle:
-    """Read, verify and open a bundle (runners start on first use)."""
+def open_perception(root: Path, manifest: Manifest, plan: ExecutionPlan) -> Any:
+    """The perception runner the plan names: `TrtPerception` over the engines, or `OrtPerception` with the
+    plan's providers (one merged session, or one per graph when the providers carry per-graph options)."""
+    p = plan.perception
+    if p.backend == "tensorrt":
+        from emo_edge.runtime.tensorrt import TrtPerception
+
+        return TrtPerception({g: root / f for g, f in p.engines.items()}, manifest.io_spec)
+    from emo_edge.runtime.perception import OrtPerception
+
+    assert p.graphs_dir is not None
+    if p.merged:
+        return OrtPerception(root / p.graphs_dir, providers=p.providers, threads=p.threads)
+    per_graph = {g: [(name, o) if o else name for name, o in zip(p.providers, opts, strict=True)]
+                 for g, opts in p.provider_options.items()}
+    return OrtPerception(root / p.graphs_dir, providers=p.providers, threads=p.threads, merged=False,
+                         graph_providers=per_graph)
+
+
+def load_bundle(bundle: str | Path, precision: str | None = None, quant: str | None = None,
+                threads: int | None = None, fallback: str | None = None, machine: Machine | None = None) -> Bundle:
+    """Read and verify a bundle and plan how it runs here (runners start on first use).
+
+    precision (fp32 | int8 graph set), quant and threads override the target profile; fallback="cpu" lets a
+    target whose GPU / TensorRT / GPU llama.cpp this machine lacks run on the CPU (logged, and in the plan).
+    BundleError naming the file, field, engine or missing capability otherwise.
+    """
     root = Path(bundle)
     manifest = read_manifest(root)
     verify_files(root, manifest)
-    precision = precision or manifest["target"].get("perception_precision", "fp32")
-    quant = quant or manifest["llm"]["default_quant"]
-    if precision not in manifest["perception"]:
-        raise BundleError(f"bundle {root}: no {precision} perception graphs; it has {sorted(manifest['perception'])}")
-    if quant not in manifest["llm"]["files"]:
-        raise BundleError(f"bundle {root}: no {quant} LLM; it has {sorted(manifest['llm']['files'])}")
-    check_engines(root, manifest)
-    return Bundle(root, manifest, precision, quant, threads, providers)
+    if precision is not None and precision not in manifest.perception:
+        raise BundleError(f"bundle {root}: no {precision} perception graphs; it has {sorted(manifest.perception)}")
+    machine = machine or Machine.probe()
+    plan = make_plan(manifest, root, machine, precision, quant, threads, fallback)
+    if plan.perception.backend == "tensorrt":
+        check_engines(root, manifest, machine.engine_meta)
+    for line in plan.describe():
+        log.info("plan: %s", line)
+    return Bundle(root, manifest, plan)
 
 
-def check_engines(root: Path, manifest: dict[str, Any]) -> None:
-    """TensorRT engines are version-locked: refuse them on another TensorRT or GPU."""
-    engines = manifest.get("engines") or []
-    if not engines:
+def check_engines(root: Path, manifest: Manifest, current: dict[str, Any] | None = None) -> None:
+    """TensorRT engines are version-locked: refuse one built with another TensorRT or on another GPU, or whose
+    file is gone, with a BundleError naming the engine. `current`: this device's `current_engine_meta()`."""
+    if not manifest.engines:
         return
-    from emo_edge.export.tensorrt import check_engine_meta, current_engine_meta
+    from emo_edge.runtime.tensorrt import EngineMismatchError, check_engine_meta, current_engine_meta
 
-    current = current_engine_meta()
-    for e in engines:
+    for e in manifest.engines:
+        if not (root / e.file).is_file():
+            raise BundleError(f"bundle {root}: engine {e.file} ({e.graph}, {e.precision}) is missing; rebuild with "
+                              f"`emo-edge engines build {root}`")
+    here = current if current is not None else current_engine_meta()
+    for e in manifest.engines:
         try:
-            check_engine_meta(e["meta"], current)
-        except ValueError as err:
-            raise BundleError(f"bundle {root}: engine {e['file']}: {err}") from err
+            check_engine_meta(dataclasses.asdict(e.meta), here)
+        except EngineMismatchError as err:
+            raise BundleError(f"bundle {root}: engine {e.file} ({e.graph}): {err}") from err
 
 
 def softmax(x: np.ndarray) -> np.ndarray:

@@ -372,20 +372,17 @@ class LlamaCppLM:
         if self._logits is None:
             raise RuntimeError("generate() needs a prompt: call prefill() or answer() first")
         utf8 = codecs.getincrementaldecoder("utf-8")("replace")
-        text, logits = "", self._logits
-        for k in range(max_new_tokens):
-            if gate is not None and not gate():
-                break
-            token = int(np.argmax(logits))
-            if self.is_eog(token):
-                break
+        text = ""
+
+        def emit(token: int) -> None:
+            nonlocal text
             piece = utf8.decode(self.piece(token))
             if on_token is not None and (text + piece).strip():
                 on_token(piece if text.strip() else piece.lstrip())
             text += piece
-            if k + 1 < max_new_tokens:
-                self.feed_tokens([token])
-                logits = self._logits
+
+        greedy_decode(self._logits, lambda t: self.feed_tokens([t]), self.is_eog, max_new_tokens, on_token=emit,
+                      gate=gate)
         return (text + utf8.decode(b"", final=True)).strip()
 
     def answer(self, mm_embeds: np.ndarray, mm_mask: np.ndarray, suffix_text: str, max_new_tokens: int = 64,
@@ -411,6 +408,28 @@ class LlamaCppLM:
         """Logits at the first answer position (n_vocab,), or at every fed position, for parity checks."""
         return self.prefill(self.prefix_ids(prefix_text, chat), mm_embeds, mm_mask, self.suffix_ids(suffix_text, chat),
                             all_logits=all_logits)
+
+
+def greedy_decode(logits: np.ndarray, step: Callable[[int], np.ndarray], is_eog: Callable[[int], bool],
+                  max_new_tokens: int, on_token: Callable[[int], None] | None = None,
+                  stop_at_eog: bool = True, gate: Callable[[], bool] | None = None) -> list[int]:
+    """The greedy decode loop after a prefill: argmax of `logits` (n_vocab,), hand the token to `on_token`, feed it
+    back with `step` (-> the next logits), until an end-of-generation token (left out) or `max_new_tokens`.
+    The last token is not fed: nothing reads its logits. `gate` is asked before each token: it may block, and
+    False stops the loop there. The runtime answers and the bench times with this loop."""
+    out: list[int] = []
+    for k in range(max_new_tokens):
+        if gate is not None and not gate():
+            break
+        token = int(np.argmax(logits))
+        if stop_at_eog and is_eog(token):
+            break
+        out.append(token)
+        if on_token is not None:
+            on_token(token)
+        if k + 1 < max_new_tokens:
+            logits = step(token)
+    return out
 
 
 def _fill_tokens(batch: Any, ids: Sequence[int]) -> None:

@@ -19,7 +19,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from emo_edge.export.io_spec import IOSpec
+from emo_edge.runtime.io_spec import IOSpec
 
 
 def _rename(graph: Any, prefix: str, keep: set[str]) -> None:

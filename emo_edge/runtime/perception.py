@@ -1,7 +1,7 @@
 """Perception on ONNX Runtime: numpy in, numpy out, never torch.
 
 `OrtPerception` loads the four graphs written by `emo_edge.export.onnx_export` (named by
-`emo_edge.export.io_spec`), checks every array against the spec before it reaches a session, and
+`emo_edge.runtime.io_spec`), checks every array against the spec before it reaches a session, and
 chains image/video/audio encoders -> fusion by tensor name. `preprocess` is the numpy twin of
 `emo_edge.model.inputs.to_batch`: uint8 NHWC RGB -> float32 NCHW in [0, 1], and a modality
 flagged absent is zeroed.
@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from emo_edge.export.io_spec import SPEC_FILE, GraphSpec, IOSpec, as_io_spec, validate
+from emo_edge.runtime.io_spec import SPEC_FILE, GraphSpec, IOSpec, as_io_spec, validate
 
 try:  # optional: the core package installs without onnxruntime
     import onnxruntime as ort
@@ -32,7 +32,10 @@ def _require_ort() -> Any:
     return ort
 
 
-def choose_providers(providers: Sequence[str] | None = None) -> list[str]:
+Provider = str | tuple[str, dict[str, Any]]  # a provider name, or (name, its options) as ONNX Runtime takes them
+
+
+def choose_providers(providers: Sequence[Provider] | None = None) -> list[Provider]:
     """Requested providers checked against the installed ones; default CUDA (when built in), then CPU.
 
     ONNX Runtime falls back to the next provider when one fails to initialise (a CUDA build without
@@ -41,9 +44,10 @@ def choose_providers(providers: Sequence[str] | None = None) -> list[str]:
     available = _require_ort().get_available_providers()
     if providers is None:
         return [CUDA, CPU] if CUDA in available else [CPU]
-    unknown = [p for p in providers if p not in available]
+    names = [p if isinstance(p, str) else p[0] for p in providers]
+    unknown = [p for p in names if p not in available]
     if unknown or not providers:
-        raise ValueError(f"execution provider(s) {unknown or list(providers)} not available; installed: {available}")
+        raise ValueError(f"execution provider(s) {unknown or names} not available; installed: {available}")
     return list(providers)
 
 
@@ -62,14 +66,24 @@ def _as_float32(x: Any, kinds: str) -> Any:
     return x.astype(np.float32) if isinstance(x, np.ndarray) and x.dtype.kind in kinds else x
 
 
+def check_runtime_inputs(spec: IOSpec, image: Any, frames: Any, mel: Any, present: Any, where: str) -> dict[str, Any]:
+    """Runtime inputs after the allowed casts (mel: any float; present: bool, int or float), validated against
+    the spec's runtime_inputs (ValueError naming the tensor, what was expected and what was got)."""
+    arrays = {"image": image, "frames": frames, "mel": _as_float32(mel, "f"), "present": _as_float32(present, "biuf")}
+    validate(spec.runtime_inputs, arrays, where=where)
+    return arrays
+
+
 class OrtPerception:
     """The perception graphs on ONNX Runtime.
 
     onnx_dir: the exporter's output (the four .onnx files and io_spec.json).
     spec: an IOSpec, a model-config dict (or ModelConfig), an io-spec dict, or None to read
         `onnx_dir/io_spec.json`.
-    providers: ONNX Runtime execution providers in order of preference; None picks CUDA when it is
-        built in, else CPU.
+    providers: ONNX Runtime execution providers in order of preference (names, or (name, options) pairs);
+        None picks CUDA when it is built in, else CPU.
+    graph_providers: per graph, its own providers (the TensorRT EP's precision flags and engine cache are
+        per graph); needs merged=False.
     threads: intra-op threads per session.
     merged: run the four graphs as one merged session (`run`; the default, faster); False keeps one
         session per graph. `run_graph` always uses the graph's own session, opened on first use.
@@ -77,11 +91,14 @@ class OrtPerception:
 
     _feed_names = ("image", "frames", "mel", "present")  # the merged model's inputs, as `preprocess` names them
 
-    def __init__(self, onnx_dir: str | Path, spec: Any = None, providers: Sequence[str] | None = None,
-                 threads: int = 2, merged: bool = True):
+    def __init__(self, onnx_dir: str | Path, spec: Any = None, providers: Sequence[Provider] | None = None,
+                 threads: int = 2, merged: bool = True, graph_providers: dict[str, list[Provider]] | None = None):
         self.dir = Path(onnx_dir)
         self.spec: IOSpec = as_io_spec(self.dir / SPEC_FILE if spec is None else spec)
         self.threads, self._requested = threads, choose_providers(providers)
+        if graph_providers is not None and merged:
+            raise ValueError("graph_providers sets one session per graph: pass merged=False")
+        self._graph_requested = {g: choose_providers(p) for g, p in (graph_providers or {}).items()}
         self._graph_sessions: dict[str, Any] = {}
         # `run` uses one session over the four graphs merged in memory (`emo_edge.runtime.merge`), whose
         # one thread pool may spin. Four sessions in a row must not spin: a finished session's spinning
@@ -141,9 +158,10 @@ class OrtPerception:
         except Exception as e:
             raise RuntimeError(f"{path}: not a readable ONNX model: {e}") from e
 
-    def _open(self, model: str | bytes, where: Path, spin: bool) -> Any:
+    def _open(self, model: str | bytes, where: Path, spin: bool, providers: list[Provider] | None = None) -> Any:
         try:
-            return ort.InferenceSession(model, sess_options=self._options(spin), providers=self._requested)
+            return ort.InferenceSession(model, sess_options=self._options(spin),
+                                        providers=providers or self._requested)
         except Exception as e:
             raise RuntimeError(f"onnxruntime could not load {where}: {e}") from e
 
@@ -152,7 +170,7 @@ class OrtPerception:
         if name not in self._graph_sessions:
             graph = self.spec.graphs[name]
             path = self._file(graph)
-            sess = self._open(str(path), path, spin=False)
+            sess = self._open(str(path), path, spin=False, providers=self._graph_requested.get(name))
             _check_session(sess, graph, path)
             self._graph_sessions[name] = sess
         return self._graph_sessions[name]
@@ -183,10 +201,7 @@ class OrtPerception:
     # the whole perception from runtime arrays
     def check_inputs(self, image: Any, frames: Any, mel: Any, present: Any) -> dict[str, Any]:
         """Runtime inputs after the allowed casts (mel: any float; present: bool, int or float), validated."""
-        arrays = {"image": image, "frames": frames, "mel": _as_float32(mel, "f"),
-                  "present": _as_float32(present, "biuf")}
-        validate(self.spec.runtime_inputs, arrays, where="OrtPerception.run")
-        return arrays
+        return check_runtime_inputs(self.spec, image, frames, mel, present, where="OrtPerception.run")
 
     def run(self, image: np.ndarray, frames: np.ndarray, mel: np.ndarray, present: np.ndarray) -> dict[str, np.ndarray]:
         """image (B, S, S, 3) uint8, frames (B, T, s, s, 3) uint8, mel (B, n_mels, F) float, present (B, 3)

@@ -16,7 +16,7 @@ class EmotionRuntime:
     def __init__(self, bundle: Bundle):
         self.bundle = bundle
         self.labels = bundle.labels
-        prompt = bundle.manifest["prompt"]
+        prompt = bundle.manifest.prompt
         self._template, self._instructions = prompt["template"], prompt["instructions"]
         chat = prompt.get("chat")  # the backbone's chat-template text around the prompt, when it was trained so
         self._chat = (chat["before"], chat["after"]) if chat else None

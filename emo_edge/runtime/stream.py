@@ -49,9 +49,9 @@ from typing import Any
 
 import numpy as np
 
+from emo_edge.clip import clip_from_media
 from emo_edge.config import FrontendConfig
-from emo_edge.data.features import clip_from_media
-from emo_edge.eval.metrics import parse_label
+from emo_edge.labels import parse_label
 from emo_edge.process import tune_process
 from emo_edge.runtime.buffers import AudioRing, FrameRing, StreamInputError, fit_side, resample_frames
 from emo_edge.runtime.vad import FRAME_MS, VAD_KINDS, Utterance, UtteranceTracker, make_vad

@@ -33,8 +33,7 @@ from emo_edge import checkpoint as ck
 from emo_edge.config import ModelConfig, Preset, TrainConfig, load_preset, save_yaml
 from emo_edge.data.features import FeatureSet
 from emo_edge.data.schema import Record
-from emo_edge.eval.metrics import parse_label
-from emo_edge.labels import LABELS
+from emo_edge.labels import LABELS, parse_label
 from emo_edge.model.inputs import to_batch
 from emo_edge.model.mllm import EmotionLLM, add_lora, build_llm, load_llm
 from emo_edge.model.perception import FUSED

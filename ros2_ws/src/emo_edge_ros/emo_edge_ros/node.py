@@ -161,7 +161,7 @@ class EmotionNode(LifecycleNode):
         p = {name: self.get_parameter(name).value for name in self.params}
         checks = (("input", ("topics", "capture")), ("image_transport", ("raw", "compressed", "both")),
                   ("stamp_source", ("header", "arrival")), ("audio_type", AUDIO_TYPES),
-                  ("transcript_type", TRANSCRIPT_TYPES))
+                  ("transcript_type", TRANSCRIPT_TYPES), ("fallback", ("", "cpu")))
         for name, options in checks:
             if p[name] not in options:
                 raise ValueError(f"parameter {name}={p[name]!r}: choose one of {', '.join(options)}")
@@ -190,7 +190,10 @@ class EmotionNode(LifecycleNode):
         from emo_edge.runtime.pipeline import EmotionRuntime
 
         bundle = load_bundle(p["bundle"], precision=p["precision"] or None, quant=p["quant"] or None,
-                             threads=p["threads"])
+                             threads=p["threads"] or None, fallback=p["fallback"] or None)
+        say = self.get_logger().warning if bundle.plan.fallback else self.get_logger().info
+        for line in bundle.plan.describe():
+            say(f"plan: {line}")
         return EmotionRuntime(bundle), bundle
 
     def _new_stream(self) -> StreamRuntime:
@@ -372,9 +375,17 @@ class EmotionNode(LifecycleNode):
         level, message = diagnostic_level(st, new, new_errors)
         status = DiagnosticStatus(level=level, name="emo_edge: pipeline", hardware_id=str(self.p["bundle"]),
                                   message=message, values=[KeyValue(key=k, value=v) for k, v in flatten(st)])
-        arr = DiagnosticArray(status=[status])
+        arr = DiagnosticArray(status=[status, plan_status(self.bundle.plan, str(self.p["bundle"]))])
         arr.header.stamp = self.get_clock().now().to_msg()
         self.diag_pub.publish(arr)
+
+
+def plan_status(plan: Any, bundle: str) -> DiagnosticStatus:
+    """The execution plan as a status: WARN while running on a CPU fallback, with the reasons."""
+    level = DiagnosticStatus.WARN if plan.fallback else DiagnosticStatus.OK
+    message = ("FALLBACK to cpu: " + "; ".join(plan.reasons)) if plan.fallback else f"as planned for {plan.target}"
+    return DiagnosticStatus(level=level, name="emo_edge: execution plan", hardware_id=bundle, message=message,
+                            values=[KeyValue(key=k, value=v) for k, v in flatten(plan.to_dict())])
 
 
 def diagnostic_level(st: dict[str, Any], new_faults: dict[str, int],

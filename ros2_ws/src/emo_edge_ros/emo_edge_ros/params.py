@@ -23,7 +23,9 @@ NODE_PARAMS: dict[str, tuple[Any, str]] = {
     "bundle": ("", "exported emo-edge bundle directory (required): emo-edge export --out BUNDLE"),
     "precision": ("", "perception precision fp32 | int8 ('' = the bundle's target default)"),
     "quant": ("", "GGUF quantisation f16 | q8_0 | q4_k_m ('' = the bundle's default)"),
-    "threads": (2, "CPU threads for ONNX Runtime and llama.cpp"),
+    "threads": (0, "CPU threads for ONNX Runtime and llama.cpp (0 = the bundle's target profile)"),
+    "fallback": ("", "cpu: run on the CPU where this machine lacks the GPU / TensorRT the bundle's target needs "
+                     "(logged, on /diagnostics); '' = refuse to configure"),
     "input": ("topics", "topics (subscribe to image + audio) or capture (open camera + microphone here)"),
     "image_transport": ("raw", "raw (sensor_msgs/Image on 'image'), compressed (CompressedImage on "
                                "'image/compressed') or both"),
