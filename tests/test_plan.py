@@ -54,7 +54,7 @@ def manifest_for(target: str, engines: list[EngineRecord] | None = None) -> Mani
                     ModelInfo(cfg.frontend, "llama", 32), ["neutral"], {}, TokenLayout([], {}, 0),
                     build_io_spec(cfg, llm_width=32), entries,
                     LLMFiles({"f16": "llm/llm-f16.gguf", quant: f"llm/llm-{quant}.gguf"}, "llm/tokenizer.model", {},
-                             {}),
+                             {}, "merged"),
                     engines or [], Parity(0, {}, None, {}), {})
 
 
