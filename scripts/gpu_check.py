@@ -325,7 +325,6 @@ def _compare_main(bundle: Path, clips: Path, out: Path) -> None:
     import llama_cpp
     import numpy as np
 
-    from emo_edge.config import FrontendConfig
     from emo_edge.data.features import load_features
     from emo_edge.prompts import suffix
     from emo_edge.runtime.bundle import load_bundle
@@ -334,11 +333,11 @@ def _compare_main(bundle: Path, clips: Path, out: Path) -> None:
 
     b = load_bundle(bundle)
     rt = EmotionRuntime(b)
-    fs = load_features(clips / "test.jsonl", FrontendConfig(**b.frontend), progress=False, use_cache=False)
+    fs = load_features(clips / "test.jsonl", b.frontend, progress=False, use_cache=False)
     present = np.ones((len(fs), 3), np.float32)
     p = rt.perceive(fs.image, fs.frames, fs.mel, present)
-    prompt = b.manifest["prompt"]
-    gguf, n_ctx = b.root / b.manifest["llm"]["files"][b.quant], b.manifest["llm"]["n_ctx"]
+    prompt = b.manifest.prompt
+    gguf, n_ctx = b.root / b.plan.llm.file, b.plan.llm.n_ctx
     threads = os.cpu_count() or 2
     answers, timing = {}, {}
     for where, layers in (("gpu", -1), ("cpu", 0)):
@@ -365,7 +364,7 @@ def _compare_main(bundle: Path, clips: Path, out: Path) -> None:
     out.write_text(json.dumps({
         "gpu_offload": bool(llama_cpp.llama_supports_gpu_offload()), "clips": len(fs), "answers": len(same),
         "identical": sum(same), "identical_share": sum(same) / len(same), "differing": differing[:10],
-        "timing": {"model": b.manifest["llm"]["files"][b.quant], **timing}}, indent=2))
+        "timing": {"model": b.plan.llm.file, **timing}}, indent=2))
 
 
 def prepare_data(carried: Path) -> None:

@@ -485,3 +485,20 @@ def test_a_failing_window_or_llm_job_is_counted_reported_and_the_stream_goes_on(
     assert sim.rt.slow.counts["failed"] == 1 and sim.rt.slow.counts["done"] >= 1
     assert any(s.source == "llm" for s in sim.states)  # the second job answered
     assert sum(s.source == "head" for s in sim.states) >= 3  # windows after the failed one were published
+
+
+def test_the_bundle_target_profiles_runtime_section_reaches_the_stream(default_bundle):
+    """cpu-x86 gives llama.cpp 1 thread while the stream runs and pauses decode for fast-path updates; a stream
+    setting overrides the profile. (After the manifest became a dataclass, a dict-style read of the profile raised
+    AttributeError inside the property and was taken for "no profile": the stream then kept 2 threads.)"""
+    from emo_edge.runtime.bundle import load_bundle
+    from emo_edge.runtime.pipeline import EmotionRuntime
+
+    b = load_bundle(default_bundle)
+    try:
+        rt = EmotionRuntime(b)
+        assert rt.runtime_profile == {"llm_pause_for_fast": True, "llm_threads": 1}
+        st = StreamRuntime(rt, b.frontend, StreamConfig(vad="energy", llm_pause_for_fast="off")).stats()
+        assert st["llm_threads"] == 1 and st["llm_pause_for_fast"] is False
+    finally:
+        b.close()

@@ -123,7 +123,7 @@ def main(argv: list[str] | None = None) -> None:
     rt: Any = EmotionRuntime(bundle)
     lm = None
     if args.gguf:
-        lm = LlamaCppLM(args.gguf, n_ctx=max(512, bundle.manifest["llm"]["n_ctx"]), n_threads=args.threads)
+        lm = LlamaCppLM(args.gguf, n_ctx=max(512, bundle.manifest.target.llm.n_ctx), n_threads=args.threads)
         rt = WideLLM(rt, lm)
     options = [(None, False)] + [(n, pause) for n in args.llm_threads for pause in (False, True)]
     results = []

@@ -3,6 +3,7 @@ llama.cpp with the multimodal tokens injected as embeddings for the slow path.""
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 from typing import Any
 
@@ -32,7 +33,7 @@ class EmotionRuntime:
     @property
     def runtime_profile(self) -> dict[str, Any]:
         """The `runtime` section of the target profile the bundle was exported for ({} for older bundles)."""
-        return dict(self.bundle.manifest.get("target", {}).get("runtime") or {})
+        return dataclasses.asdict(self.bundle.manifest.target.runtime)
 
     def set_llm_threads(self, n_threads: int) -> None:
         """llama.cpp's CPU threads from now on (loads the LLM if it is not yet)."""

@@ -236,7 +236,8 @@ def runtime_setting(value: Any, runtime: Any, key: str, default: Any) -> Any:
     manifest, `runtime.runtime_profile`), else `default`."""
     if value is not None:
         return value
-    profile = getattr(runtime, "runtime_profile", None) or {}
+    # looked up on the type: an AttributeError raised inside the property must surface, not read as "no profile"
+    profile = (runtime.runtime_profile if hasattr(type(runtime), "runtime_profile") else None) or {}
     return profile.get(key, default) if profile.get(key) is not None else default
 
 
