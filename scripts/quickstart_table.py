@@ -13,17 +13,36 @@ from rich.console import Console
 from rich.table import Table
 
 
+def answers_that_stood(events: list[dict]) -> tuple[dict | None, dict | None, str]:
+    """The last utterance's final head state and LLM label, each with the latency of when it first went out (an
+    early answer later confirmed counts from the early one; a withdrawn one not at all), and its final reason."""
+    pending: dict[tuple[int, str], dict] = {}
+    stood: dict[str, dict] = {}
+    for e in events:
+        if e["type"] != "state" or e["utterance_id"] <= 0:
+            continue
+        key = (e["utterance_id"], e["source"])
+        status = e.get("status", "final")
+        if status == "withdrawn":  # forget every provisional answer of that utterance
+            pending = {k: v for k, v in pending.items() if k[0] != e["utterance_id"]}
+        elif status == "provisional":
+            pending[key] = e
+        else:
+            first = pending.pop(key, None)
+            stood[e["source"]] = {**e, "latency_ms": (first or e)["latency_ms"]}
+    reason = next((e["text"] for e in reversed(events) if e["type"] == "reasoning" and e["done"]
+                   and e.get("status", "final") == "final"), "")
+    return stood.get("head"), stood.get("llm"), reason
+
+
 def main(out: Path) -> None:
-    t = Table(title="streamed per clip (utterance-end states)")
+    t = Table(title="streamed per clip (the answers that stood)")
     for col in ("clip", "true", "head", "llm", "text", "head latency ms", "llm latency ms", "reason"):
         t.add_column(col)
     for line in (out / "clips.tsv").read_text().splitlines():
         cid, label = line.split("\t")[:2]
         events = [json.loads(x) for x in (out / f"{cid}.jsonl").read_text().splitlines()]
-        states = [e for e in events if e["type"] == "state" and e["utterance_id"] > 0]
-        head = next((s for s in states if s["source"] == "head"), None)
-        llm = next((s for s in states if s["source"] == "llm"), None)
-        reason = next((e["text"] for e in events if e["type"] == "reasoning" and e["done"]), "")
+        head, llm, reason = answers_that_stood(events)
         t.add_row(cid, label, head["label"] if head else "-", llm["label"] if llm else "-",
                   "yes" if llm and llm.get("transcript") else "no",
                   f"{head['latency_ms']:.0f}" if head else "-", f"{llm['latency_ms']:.0f}" if llm else "-",
