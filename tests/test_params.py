@@ -174,3 +174,15 @@ def test_every_label_maps_to_a_rep155_expression_constant():
     chosen = FaceChooser("a", "person")
     chosen.on_tracked(["b"])
     assert chosen.current() is None  # the configured face is not in view
+
+
+def test_expressions_go_out_in_time_order_without_withdrawn_answers():
+    """An utterance's early answer is published, then withdrawn or re-published final at the hangover with the same
+    (older) stamp, while sliding states with newer stamps went out: expressions keep time order and drop both."""
+    from emo_edge_ros.hri import ExpressionOrder
+
+    order = ExpressionOrder()
+    seen = [(status, t) for status, t in [("final", 10.0), ("provisional", 10.2), ("final", 10.5),
+                                          ("withdrawn", 10.2), ("final", 10.2), ("final", 11.0), ("withdrawn", 12.0)]
+            if order.admit(status, t)]
+    assert seen == [("final", 10.0), ("provisional", 10.2), ("final", 10.5), ("final", 11.0)]

@@ -23,6 +23,22 @@ EXPRESSIONS: dict[str, str] = {
 }
 
 
+class ExpressionOrder:
+    """Which head states become expressions: an expression is the face's state at its stamp, so a subscriber gets
+    them in time order. A withdrawn early answer (status "withdrawn") is never one, and a state whose stamp is not
+    newer than the last expression's (the final re-publication of an utterance's early answer, an utterance window
+    that ended before the latest sliding one) adds nothing newer about the face."""
+
+    def __init__(self) -> None:
+        self.last_stamp_s: float | None = None
+
+    def admit(self, status: str, stamp_s: float) -> bool:
+        if status == "withdrawn" or (self.last_stamp_s is not None and stamp_s <= self.last_stamp_s):
+            return False
+        self.last_stamp_s = stamp_s
+        return True
+
+
 def expression_of(label: str) -> str:
     """The REP-155 expression of one of our labels; '' for a label the table does not map."""
     return EXPRESSIONS.get(label.lower(), "")

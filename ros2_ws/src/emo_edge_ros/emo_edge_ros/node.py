@@ -45,6 +45,7 @@ from emo_edge.runtime.settings import SETTINGS, from_flat
 from emo_edge.runtime.stream import EmotionUpdate, ReasoningUpdate, StreamRuntime
 from emo_edge_ros.convert import audio_to_array, compressed_to_rgb, image_to_rgb, s_to_stamp, stamp_to_s
 from emo_edge_ros.faults import FaultLog
+from emo_edge_ros.hri import ExpressionOrder
 from emo_edge_ros.inputs import audio_common_to_array, import_msg, live_speech_text
 from emo_edge_ros.params import AUDIO_TYPES, TRANSCRIPT_TYPES, node_parameters
 from emo_edge_ros.spin import spin_node
@@ -73,6 +74,7 @@ class EmotionNode(LifecycleNode):
         self._timer: Any = None
         self._audio_info: Any = None  # the last audio_common_msgs/AudioInfo (audio_type audio_data*)
         self.hri: Any = None  # hri.ExpressionPublisher when expressions are published
+        self._expression_order = ExpressionOrder()
         self._faults_reported: dict[str, int] = {}
         self._errors_reported: dict[str, int] = {}
         self._warned: dict[str, float] = {}  # fault kind -> when it was last warned about
@@ -355,7 +357,7 @@ class EmotionNode(LifecycleNode):
         msg.text_present, msg.transcript = u.transcript is not None, u.transcript or ""
         msg.latency_ms = float((self._now() - u.window_end) * 1000.0)  # up to the publish call itself
         self.state_pub.publish(msg)
-        if self.hri is not None and u.source == "head":
+        if self.hri is not None and u.source == "head" and self._expression_order.admit(u.status, u.window_end):
             self.hri.publish(msg.header, u.label, u.scores, u.labels, u.valence, u.arousal)
 
     def _publish_reasoning(self, r: ReasoningUpdate) -> None:
