@@ -18,6 +18,7 @@ import pytest
 from ros_support import ROOT, Msg, _node, _recorder, needs_ros_ws, read_mcap, ros_environment
 
 from emo_edge.bench.replay import interrupt
+from emo_edge.runtime.stream import StreamConfig
 
 N_CLIPS = 10
 FINAL, PROVISIONAL, WITHDRAWN = 0, 1, 2  # EmotionState.STATUS_*
@@ -239,16 +240,23 @@ def test_node_survives_faults_and_keeps_publishing(default_bundle, ros_env, tmp_
     phases = [json.loads(line) for line in pub.stdout.splitlines()]
     topics = read_mcap(tmp_path / "faults.mcap", ros_env)
     state_times = [t for t, _ in topics["/emotion/state"]]
-    after_vanish = False
-    for a, b in zip(phases, phases[1:], strict=False):  # states keep coming in every phase but the vanishing
-        if a["phase"] == "vanish":
-            after_vanish = True
+    sliding_times = [t for t, m in topics["/emotion/state"] if m.utterance_id == 0]
+    # phases without any valid input: every message refused (stamps 5 s back) or none sent; the fast path pauses
+    # then (no window is computed past the last input) and resumes when input returns
+    no_input = ("backwards", "vanish")
+    stale_s = StreamConfig().stale_s  # the node's default
+    no_input_since = None
+    for a, b in zip(phases, phases[1:], strict=False):  # states keep coming in every phase with valid input
+        if a["phase"] in no_input:
+            no_input_since = a["start"] if no_input_since is None else no_input_since
             continue
-        if after_vanish:  # a returning publisher is matched by DDS again within a few seconds
+        if no_input_since is not None:  # input returns with this phase (a vanished publisher is matched again)
+            paused = [t for t in sliding_times if no_input_since + stale_s < t < a["start"]]
+            assert not paused, f"sliding states without input at {paused} (no input since {no_input_since})"
             resumed = min(t for t in state_times if t > a["start"]) - a["start"]
-            print(f"states resumed {resumed:.1f} s after the publisher returned")
+            print(f"states resumed {resumed:.1f} s after input returned")
             assert resumed <= 4.0
-            after_vanish = False
+            no_input_since = None
             continue
         assert any(a["start"] < t <= b["start"] + 0.5 for t in state_times), \
             f"no state during {a['phase']}: phases {phases}, states at {state_times}"
