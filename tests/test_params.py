@@ -163,12 +163,18 @@ def test_every_label_maps_to_a_rep155_expression_constant():
     assert len(constants) == 25 and set(EXPRESSIONS.values()) <= constants
     assert [expression_of(lb) for lb in LABELS] == ["neutral", "happy", "sad", "angry", "scared", "surprised"]
     assert expression_of("contempt") == ""
-    faces = FaceChooser("", "person")
+    now = [0.0]
+    faces = FaceChooser("", "person", clock=lambda: now[0])
     assert faces.current() == "person"  # nothing tracked yet: the default id
     faces.on_tracked(["a", "b"])
-    assert faces.current() == "a"  # no ROI yet: the first tracked
-    faces.on_roi("a", 0.1), faces.on_roi("b", 0.3)
+    faces.on_roi("a", 0.1)
+    assert faces.current() is None  # two faces, b's size not known yet: no guess
+    now[0] = 1.5
+    assert faces.current() == "a"  # b went without an ROI for ROI_WAIT_S: the largest known
+    faces.on_roi("b", 0.3)
     assert faces.current() == "b"  # the largest
+    faces.on_tracked(["b", "c"])
+    assert faces.current() is None  # c is new and has no ROI yet
     faces.on_tracked([])
     assert faces.current() is None
     chosen = FaceChooser("a", "person")

@@ -7,6 +7,7 @@ tracked, `hri_default_face_id`. hri_msgs is imported only here and only when the
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -49,16 +50,26 @@ def face_area(roi: Any) -> float:
     return max(0.0, roi.xmax - roi.xmin) * max(0.0, roi.ymax - roi.ymin)
 
 
-class FaceChooser:
-    """Which face id the expressions go to, from the parameters, /humans/faces/tracked and each face's ROI."""
+ROI_WAIT_S = 1.0  # s a newly tracked face may go without an ROI before the largest face is chosen without it
 
-    def __init__(self, configured: str, default: str):
-        self.configured, self.default = configured, default
+
+class FaceChooser:
+    """Which face id the expressions go to, from the parameters, /humans/faces/tracked and each face's ROI.
+
+    With several faces tracked, the choice waits (no expression) until each has an ROI or has been tracked for
+    ROI_WAIT_S: the node subscribes to a face's ROI only once the face is tracked, and guessing meanwhile would
+    send the first expressions to the wrong face."""
+
+    def __init__(self, configured: str, default: str, clock: Callable[[], float] = time.monotonic):
+        self.configured, self.default, self.clock = configured, default, clock
         self.tracked: list[str] | None = None  # None: /humans/faces/tracked never heard
         self.areas: dict[str, float] = {}
+        self.first_seen: dict[str, float] = {}
 
     def on_tracked(self, ids: list[str]) -> None:
+        now = self.clock()
         self.tracked = list(ids)
+        self.first_seen = {i: self.first_seen.get(i, now) for i in ids}
         self.areas = {k: v for k, v in self.areas.items() if k in ids}
 
     def on_roi(self, face_id: str, area: float) -> None:
@@ -71,6 +82,10 @@ class FaceChooser:
         if self.configured:
             return self.configured if self.configured in self.tracked else None
         if not self.tracked:
+            return None
+        now = self.clock()
+        if len(self.tracked) > 1 and any(i not in self.areas and now - self.first_seen[i] < ROI_WAIT_S
+                                         for i in self.tracked):
             return None
         return max(self.tracked, key=lambda i: (self.areas.get(i, -1.0), -self.tracked.index(i)))
 
