@@ -51,6 +51,28 @@ def _node(bundle: Path, env: dict[str, str], log: Path, **params: object) -> sub
     return _start(["-m", "emo_edge_ros.node", *ros], env, log)
 
 
+def run_publisher(args: list[str], env: dict[str, str], node: subprocess.Popen, recorder: subprocess.Popen,
+                  node_log: Path, settle_s: float) -> tuple[str, str]:
+    """Run a publisher script to its end while `node` and `recorder` run, wait `settle_s` for the node's last
+    outputs, then stop both with SIGINT. Asserts the publisher succeeded and the node was still alive; returns the
+    publisher's stdout and the node's log."""
+    import time
+
+    from emo_edge.bench.replay import interrupt
+
+    try:
+        pub = subprocess.run([sys.executable, *args], env=env, capture_output=True, text=True, timeout=300)
+        assert pub.returncode == 0, pub.stderr[-3000:]
+        time.sleep(settle_s)
+        alive = node.poll() is None
+    finally:
+        interrupt(node)
+        interrupt(recorder)
+    log = node_log.read_text()
+    assert alive, log[-3000:]
+    return pub.stdout, log
+
+
 def _recorder(out: Path, env: dict[str, str], log: Path) -> subprocess.Popen:
     return _start(["-m", "emo_edge_ros.recorder", "--out", str(out)], env, log)
 

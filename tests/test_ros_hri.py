@@ -16,7 +16,15 @@ import sys
 import time
 
 import pytest
-from ros_support import ROOT, _node, needs_ros_ws, needs_test_interfaces, read_mcap, ros_environment
+from ros_support import (
+    ROOT,
+    _node,
+    needs_ros_ws,
+    needs_test_interfaces,
+    read_mcap,
+    ros_environment,
+    run_publisher,
+)
 
 from emo_edge.bench.replay import interrupt
 
@@ -47,20 +55,10 @@ def hri_run(default_bundle, tmp_path_factory) -> dict:
                            stderr=subprocess.STDOUT)
     node = _node(default_bundle, node_env, tmp / "node.log", fast_hz=2.0, audio_type="audio_data_stamped",
                  transcript_type="string")
-    try:
-        pub = subprocess.run([sys.executable, str(ROOT / "tests" / "ros_hri_publisher.py"), str(tmp / "test.jsonl"),
-                              str(N_CLIPS), "--transcribed", "0"], env=env, capture_output=True, text=True,
-                             timeout=300)
-        assert pub.returncode == 0, pub.stderr[-3000:]
-        time.sleep(8)  # the last utterance's hangover, then its LLM answer
-        alive = node.poll() is None
-    finally:
-        interrupt(node)
-        interrupt(rec)
-    log = (tmp / "node.log").read_text()
-    assert alive, log[-3000:]
-    return {"topics": read_mcap(tmp / "out.mcap", env), "schedule": json.loads(pub.stdout.splitlines()[-1]),
-            "log": log}
+    out, log = run_publisher([str(ROOT / "tests" / "ros_hri_publisher.py"), str(tmp / "test.jsonl"), str(N_CLIPS),
+                              "--transcribed", "0"], env, node, rec, tmp / "node.log",
+                             settle_s=8)  # the last utterance's hangover, then its LLM answer
+    return {"topics": read_mcap(tmp / "out.mcap", env), "schedule": json.loads(out.splitlines()[-1]), "log": log}
 
 
 def _utterance_states(run: dict, source: int) -> list:

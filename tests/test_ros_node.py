@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from ros_support import ROOT, Msg, _node, _recorder, needs_ros_ws, read_mcap, ros_environment
+from ros_support import ROOT, Msg, _node, _recorder, needs_ros_ws, read_mcap, ros_environment, run_publisher
 
 from emo_edge.bench.replay import interrupt
 from emo_edge.runtime.stream import StreamConfig
@@ -226,18 +226,9 @@ def test_node_survives_faults_and_keeps_publishing(default_bundle, ros_env, tmp_
     rec = _recorder(tmp_path / "faults.mcap", ros_env, tmp_path / "recorder.log")
     node = _node(default_bundle, ros_env, tmp_path / "node.log", fast_hz=4.0, slow="'off'",  # quoted: YAML
                  image_transport="both")
-    try:
-        pub = subprocess.run([sys.executable, str(ROOT / "tests" / "ros_faults.py")], env=ros_env,
-                             capture_output=True, text=True, timeout=300)
-        assert pub.returncode == 0, pub.stderr[-3000:]
-        time.sleep(2)
-        alive = node.poll() is None
-    finally:
-        interrupt(node)
-        interrupt(rec)
-    log = (tmp_path / "node.log").read_text()
-    assert alive, log[-3000:]
-    phases = [json.loads(line) for line in pub.stdout.splitlines()]
+    out, log = run_publisher([str(ROOT / "tests" / "ros_faults.py")], ros_env, node, rec, tmp_path / "node.log",
+                             settle_s=2)
+    phases = [json.loads(line) for line in out.splitlines()]
     topics = read_mcap(tmp_path / "faults.mcap", ros_env)
     state_times = [t for t, _ in topics["/emotion/state"]]
     sliding_times = [t for t, m in topics["/emotion/state"] if m.utterance_id == 0]
