@@ -110,6 +110,9 @@ class HeadConfig:
 
     hidden: int = 128
     dropout: float = 0.1
+    # binary observable attributes (SynthEmo v2's, in `emo_edge.data.synth_v2.ATTRIBUTES` order) predicted
+    # from the fusion tokens: a training-time perception objective, never exported; 0 = none
+    attributes: int = 0
 
 
 @dataclass
@@ -213,6 +216,7 @@ class TrainConfig:
     grad_clip: float = 1.0
     head_weight: float = 1.0  # weight of the fast head's loss next to the LM loss
     aux_weight: float = 0.5  # weight of the per-encoder probe losses
+    attr_weight: float = 0.5  # weight of the observable-attribute loss (model.head.attributes > 0)
     augment: bool = True  # visual views: similarity transform + brightness/contrast; audio: a time shift
     drop_video: float = 0.15  # modality dropout probabilities (never both video and audio)
     drop_audio: float = 0.15

@@ -135,8 +135,9 @@ def test_shard_source_with_workers_resumes_at_its_position(shard_dir):
     again = ShardSource(index, 1, tc, rank=1, world=2, start=3)
     rest = [next(again) for _ in range(4)]
     again.close()
-    for (a, la, va), (b, lb, vb) in zip(first[3:], rest, strict=True):
+    for (a, la, va, aa), (b, lb, vb, ab) in zip(first[3:], rest, strict=True):
         assert torch.equal(a.image, b.image) and torch.equal(a.mel, b.mel) and torch.equal(la, lb)
+        assert torch.equal(aa, ab)
         assert a.suffixes == b.suffixes and a.answers == b.answers and torch.equal(va, vb)
 
 
@@ -161,12 +162,12 @@ def test_grad_accum_two_by_two_equals_batch_four(tiny_ckpt, synth_dir, with_llm)
         p.requires_grad_(True)
     fs = load_features(synth_dir / "train.jsonl", FE, progress=False)
     tc = TrainConfig(batch_size=4, drop_text=0.5)
-    batch, labels, va = sample_batch(fs, np.array([0, 5, 9, 20]), 2, tc, np.random.default_rng(3))
+    batch, labels, va, attrs = sample_batch(fs, np.array([0, 5, 9, 20]), 2, tc, np.random.default_rng(3))
 
     def part(sl: slice):
         sub = dataclasses.replace(batch, suffixes=batch.suffixes[sl], answers=batch.answers[sl],
                                   **{k: getattr(batch, k)[sl] for k in ("image", "frames", "mel", "present")})
-        return _double(sub), labels[sl], va[sl].double()
+        return _double(sub), labels[sl], va[sl].double(), attrs[sl].double()
 
     def grads(micro):
         model.zero_grad(set_to_none=True)

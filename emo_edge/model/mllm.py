@@ -137,7 +137,7 @@ class EmotionLLM(nn.Module):
         target = labels[:, 1:]
         lm_loss = nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), target.reshape(-1),
                                               ignore_index=IGNORE)
-        return {"lm_loss": lm_loss, "logits": p["logits"], "va": p["va"], "aux": p["aux"]}
+        return {"lm_loss": lm_loss, **{k: v for k, v in p.items() if k in ("logits", "va", "aux", "attributes")}}
 
     # -- greedy generation -------------------------------------------------------------------
     @torch.no_grad()

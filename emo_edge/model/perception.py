@@ -318,6 +318,11 @@ class Perception(nn.Module):
         # one linear probe per encoder (mean token -> label logits): a training-time auxiliary loss
         # that gives every encoder its own gradient, and a per-modality diagnostic; never exported
         self.aux = nn.ModuleDict({k: nn.Linear(widths[k], len(LABELS)) for k in FUSED})
+        # observable attributes (head tilt, onset, pitch contour, ...) from the mean fusion token: keeps in
+        # the tokens the LLM reads what the label alone would let the encoders discard; never exported
+        a = cfg.head.attributes
+        d = cfg.fusion.dim
+        self.attributes = nn.Sequential(nn.LayerNorm(d), mlp(d, cfg.head.hidden, a)) if a else None
         tb = cfg.tokens
         adapters = {}
         if tb.fusion:
@@ -364,5 +369,8 @@ class Perception(nn.Module):
         fused = self.fuse(feats, present)
         logits, va = self.head(fused)
         aux = torch.stack([self.aux[k](feats[k].mean(dim=1)) for k in FUSED], dim=1)  # (B, M, L)
-        return {"fused": fused, "logits": logits, "va": va, "aux": aux, "tokens": self.embed_streams(feats, fused),
-                "token_mask": self.stream_mask(present)}
+        out = {"fused": fused, "logits": logits, "va": va, "aux": aux, "tokens": self.embed_streams(feats, fused),
+               "token_mask": self.stream_mask(present)}
+        if self.attributes is not None:
+            out["attributes"] = self.attributes(fused.mean(dim=1))  # (B, A) logits
+        return out

@@ -29,6 +29,7 @@ from emo_edge.config import FrontendConfig, TrainConfig
 from emo_edge.data import shards as sh
 from emo_edge.data.features import FeatureSet, load_features
 from emo_edge.data.schema import Record, find_split, read_jsonl
+from emo_edge.data.synth_v2 import ATTRIBUTES
 from emo_edge.model.inputs import to_batch
 from emo_edge.model.mllm import Batch
 from emo_edge.train.augment import augment_views, shift_audio
@@ -37,7 +38,25 @@ STAGE_TASKS: dict[int, dict[str, float]] = {
     1: {"emotion": 0.4, "audio": 0.3, "image": 0.3},
     2: {"emotion": 0.3, "reason": 0.4, "think": 0.3},
 }
-Sample = tuple[Batch, torch.Tensor, torch.Tensor]  # batch, labels (B,), valence/arousal (B, 2)
+# batch, labels (B,), valence/arousal (B, 2), observable attributes (B, A): 0/1, -1 where unknown
+Sample = tuple[Batch, torch.Tensor, torch.Tensor, torch.Tensor]
+
+
+def attribute_targets(records: list[Record]) -> np.ndarray:
+    """(N, A) float32 targets of SynthEmo v2's observable attributes, in `synth_v2.ATTRIBUTES` order:
+    1 for an attribute's first value in sorted order, 0 for the other, -1 where a record has none
+    (v1 clips, real datasets)."""
+    out = np.full((len(records), len(ATTRIBUTES)), -1.0, dtype=np.float32)
+    for i, r in enumerate(records):
+        values = (r.meta or {}).get("attributes") or {}
+        for j, a in enumerate(ATTRIBUTES):
+            if a.name in values:
+                out[i, j] = float(sorted(a.phrases).index(values[a.name]) == 0)
+    return out
+
+
+# the view an attribute is seen in: its target counts only where that stream is present
+ATTRIBUTE_STREAM = np.array([1 if a.view == "visual" else 2 for a in ATTRIBUTES])  # index into FUSED
 
 
 def sample_batch(fs: FeatureSet, idx: np.ndarray, stage: int, tc: TrainConfig, rng: np.random.Generator) -> Sample:
@@ -63,7 +82,10 @@ def sample_batch(fs: FeatureSet, idx: np.ndarray, stage: int, tc: TrainConfig, r
     batch = to_batch(frames, image, mel, video_on, audio_on, tasks,
                      [r.subtitle if t else None for r, t in zip(recs, text_on, strict=True)],
                      [r.targets[t] for r, t in zip(recs, tasks, strict=True)])
-    return batch, torch.from_numpy(fs.labels[idx]), torch.from_numpy(fs.va[idx])
+    attrs = attribute_targets(recs)
+    attrs[~video_on[:, None] & (ATTRIBUTE_STREAM == 1)[None]] = -1.0
+    attrs[~audio_on[:, None] & (ATTRIBUTE_STREAM == 2)[None]] = -1.0
+    return batch, torch.from_numpy(fs.labels[idx]), torch.from_numpy(fs.va[idx]), torch.from_numpy(attrs)
 
 
 def batch_rng(seed: int, stage: int, rank: int, j: int) -> np.random.Generator:
@@ -80,8 +102,8 @@ def batch_to(batch: Batch, device: torch.device) -> Batch:
 
 
 def to_device(sample: Sample, device: torch.device) -> Sample:
-    batch, labels, va = sample
-    return batch_to(batch, device), labels.to(device), va.to(device)
+    batch, labels, va, attrs = sample
+    return batch_to(batch, device), labels.to(device), va.to(device), attrs.to(device)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -33,13 +33,14 @@ from emo_edge import checkpoint as ck
 from emo_edge.config import ModelConfig, Preset, TrainConfig, load_preset, save_yaml
 from emo_edge.data.features import FeatureSet
 from emo_edge.data.schema import Record
+from emo_edge.data.synth_v2 import ATTRIBUTES
 from emo_edge.labels import LABELS, parse_label
 from emo_edge.model.inputs import to_batch
 from emo_edge.model.mllm import EmotionLLM, add_lora, build_llm, load_llm
 from emo_edge.model.perception import FUSED
 from emo_edge.model.tokenizer import Tokenizer, train_sentencepiece
 from emo_edge.prompts import text_only
-from emo_edge.train.data import STAGE_TASKS, Sample, TrainData, batch_to, sample_batch, to_device
+from emo_edge.train.data import STAGE_TASKS, Sample, TrainData, attribute_targets, batch_to, sample_batch, to_device
 
 __all__ = ["STAGE_TASKS", "sample_batch", "train", "main"]
 STATE_FILE = "train_state.pt"
@@ -218,6 +219,7 @@ def validate(model: EmotionLLM, fs: FeatureSet, n_llm: int = 48) -> dict[str, fl
     device = next(model.perception.parameters()).device
     correct, llm_correct, n_asked = 0, 0, 0
     aux_correct = np.zeros(len(FUSED))
+    attr_truth, attr_hit = attribute_targets(fs.records), np.zeros(len(ATTRIBUTES))
     for s in range(0, len(fs), 64):
         idx = np.arange(s, min(s + 64, len(fs)))
         on = np.ones(len(idx), bool)
@@ -227,6 +229,9 @@ def validate(model: EmotionLLM, fs: FeatureSet, n_llm: int = 48) -> dict[str, fl
         p = model.perception(batch.image, batch.frames, batch.mel, batch.present)
         correct += int((p["logits"].argmax(-1).cpu().numpy() == fs.labels[idx]).sum())
         aux_correct += (p["aux"].argmax(-1).cpu().numpy() == fs.labels[idx][:, None]).sum(axis=0)
+        if "attributes" in p:
+            t = attr_truth[idx]
+            attr_hit += (((p["attributes"].float().cpu().numpy() > 0) == (t == 1)) & (t >= 0)).sum(axis=0)
         if n_asked < n_llm:
             answers = model.generate(batch, max_new_tokens=4, perception=p)
             llm_correct += sum(parse_label(a) == LABELS[fs.labels[i]] for a, i in zip(answers, idx, strict=True))
@@ -234,7 +239,9 @@ def validate(model: EmotionLLM, fs: FeatureSet, n_llm: int = 48) -> dict[str, fl
     model.train()
     aux = {f"val_{k}_only_acc": float(c) / len(fs) for k, c in zip(FUSED, aux_correct, strict=True)}
     llm = {"val_llm_acc": llm_correct / n_asked} if n_asked else {}
-    return {"val_head_acc": correct / len(fs), **llm, **aux}
+    n_known = (attr_truth >= 0).sum()
+    attr = {"val_attr_acc": float(attr_hit.sum() / n_known)} if n_known and attr_hit.any() else {}
+    return {"val_head_acc": correct / len(fs), **llm, **aux, **attr}
 
 
 def build_model(cfg: ModelConfig, out: Path, resume_lora: bool) -> EmotionLLM:
@@ -268,12 +275,14 @@ def save_all(model: EmotionLLM, out: Path, d: Dist, state: dict) -> None:
 
 
 def window_counts(micro: list[Sample], answer_tokens: list[int], d: Dist) -> torch.Tensor:
-    """[answer tokens, clips, labelled clips, labelled present streams] over the step's micro-batches on all ranks."""
-    n = torch.zeros(4, dtype=torch.float64)
-    for (batch, labels, _), n_tok in zip(micro, answer_tokens, strict=True):
+    """[answer tokens, clips, labelled clips, labelled present streams, known attribute targets] over the
+    step's micro-batches on all ranks."""
+    n = torch.zeros(5, dtype=torch.float64)
+    for (batch, labels, _, attrs), n_tok in zip(micro, answer_tokens, strict=True):
         known = (labels >= 0).double().cpu()
         n += torch.stack([torch.tensor(float(n_tok), dtype=torch.float64), torch.tensor(float(len(labels))),
-                          known.sum(), (batch.present.cpu().double() * known[:, None]).sum()])
+                          known.sum(), (batch.present.cpu().double() * known[:, None]).sum(),
+                          (attrs >= 0).double().sum().cpu()])
     return all_reduce_sum(n.to(d.device), d).cpu().clamp(min=1)
 
 
@@ -286,6 +295,15 @@ def loss_sums(out: dict[str, torch.Tensor], labels: torch.Tensor, va: torch.Tens
     se = F.mse_loss(pred_va, va.to(pred_va.dtype), reduction="sum")
     per = F.cross_entropy(aux.flatten(0, 1), labels.repeat_interleave(len(FUSED)), ignore_index=-1, reduction="none")
     return ce, se, (per * present.flatten()).sum()
+
+
+def attribute_loss_sum(out: dict[str, torch.Tensor], attrs: torch.Tensor) -> torch.Tensor:
+    """Binary cross-entropy summed over the known attribute targets (>= 0); 0 without an attribute head."""
+    if "attributes" not in out:
+        return attrs.new_zeros(())
+    known = attrs >= 0
+    bce = F.binary_cross_entropy_with_logits(_wide(out["attributes"]), attrs.clamp(min=0), reduction="none")
+    return (bce * known).sum()
 
 
 def _wide(x: torch.Tensor) -> torch.Tensor:
@@ -301,18 +319,19 @@ def window_backward(model: EmotionLLM, micro: list[Sample], with_llm: bool, tc: 
     does not depend on how its clips are split into micro-batches and ranks (batch 4 = 2 x accum 2).
     Ranks scale by the world size because `average_grads` divides by it.
     """
-    answer_tokens = [model.n_answer_tokens(b.answers) if with_llm else 0 for b, _, _ in micro]
-    n_tok, n_clips, n_lab, n_streams = window_counts(micro, answer_tokens, d).tolist()
-    logged = torch.zeros(3, dtype=torch.float64)
-    for (batch, labels, va), n_answer in zip(micro, answer_tokens, strict=True):
+    answer_tokens = [model.n_answer_tokens(b.answers) if with_llm else 0 for b, *_ in micro]
+    n_tok, n_clips, n_lab, n_streams, n_attr = window_counts(micro, answer_tokens, d).tolist()
+    logged = torch.zeros(4, dtype=torch.float64)
+    for (batch, labels, va, attrs), n_answer in zip(micro, answer_tokens, strict=True):
         with autocast(d):
             out = model(batch) if with_llm else model.perception(batch.image, batch.frames, batch.mel, batch.present)
         ce, se, probe = loss_sums(out, labels, va, batch.present)
         lm = _wide(out["lm_loss"]) * n_answer / n_tok if with_llm else ce.new_zeros(())
         head = ce / n_lab + se / (2 * n_clips)
         aux = probe / n_streams
-        (d.world * (lm + tc.head_weight * head + tc.aux_weight * aux)).backward()
-        logged += torch.tensor([lm.item(), head.item(), aux.item()], dtype=torch.float64)
+        attr = attribute_loss_sum(out, attrs) / n_attr
+        (d.world * (lm + tc.head_weight * head + tc.aux_weight * aux + tc.attr_weight * attr)).backward()
+        logged += torch.tensor([lm.item(), head.item(), aux.item(), attr.item()], dtype=torch.float64)
     return all_reduce_sum(logged.to(d.device), d).cpu()
 
 
@@ -360,12 +379,12 @@ def curriculum_stage(
             # forward/backward over the micro-batches -> all-reduce -> clip -> step
             torch.manual_seed(step_seed(tc.seed, stage, d.rank, step))  # dropout masks: a function of the step
             micro = [next(batches) for _ in range(tc.grad_accum)]
-            lm_loss, head_loss, aux_loss = window_backward(model, micro, step >= warm, tc, d).tolist()
+            lm_loss, head_loss, aux_loss, attr_loss = window_backward(model, micro, step >= warm, tc, d).tolist()
             average_grads(params, d)
             norm = clip_and_step(opt, params, step - p0, p_total, tc)
             if step % tc.log_every == 0 or step == total - 1:
                 log(out, d, {"stage": stage, "step": step, "phase": "encoders" if step < warm else "llm",
-                             "lm_loss": lm_loss, "head_loss": head_loss, "aux_loss": aux_loss,
+                             "lm_loss": lm_loss, "head_loss": head_loss, "aux_loss": aux_loss, "attr_loss": attr_loss,
                              "grad_norm": norm, "elapsed_s": round(time.time() - t0, 1)})
             # evaluate and checkpoint (also where this run was told to stop)
             evaluate = (step + 1) % tc.eval_every == 0 or step == total - 1 or step + 1 == warm
@@ -418,6 +437,9 @@ def train(
     if seed is not None:
         tc.seed = seed
     tc.__post_init__()
+    if cfg.head.attributes not in (0, len(ATTRIBUTES)):
+        raise ValueError(f"model.head.attributes must be 0 or {len(ATTRIBUTES)} (SynthEmo v2's attributes: "
+                         f"{', '.join(a.name for a in ATTRIBUTES)}), got {cfg.head.attributes}")
     torch.set_num_threads(max(1, tc.threads // d.world))
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
