@@ -224,6 +224,7 @@ class TrainConfig:
     grad_accum: int = 1  # micro-batches per optimizer step (the step sees batch_size * grad_accum * ranks clips)
     workers: int = 2  # DataLoader worker processes decoding shards (0: in the training process)
     stop_after: int = 0  # leave after this many optimizer steps of this run, checkpointed (0: run to the end)
+    init_perception: str = ""  # a checkpoint whose encoders, fusion and head start stage 1 ("": fresh weights)
     eval_every: int = 200
     log_every: int = 20
     threads: int = 2

@@ -244,8 +244,9 @@ def validate(model: EmotionLLM, fs: FeatureSet, n_llm: int = 48) -> dict[str, fl
     return {"val_head_acc": correct / len(fs), **llm, **aux, **attr}
 
 
-def build_model(cfg: ModelConfig, out: Path, resume_lora: bool) -> EmotionLLM:
-    """The backbone from out/llm (stage 0) or else `llm.path`, LoRA fresh or resumed, perception fresh or resumed."""
+def build_model(cfg: ModelConfig, out: Path, resume_lora: bool, init_perception: str = "") -> EmotionLLM:
+    """The backbone from out/llm (stage 0) or else `llm.path`, LoRA fresh or resumed, perception resumed, or else
+    started from `init_perception`'s (a checkpoint), or else fresh."""
     from peft import PeftModel
     from safetensors.torch import load_file
 
@@ -260,7 +261,31 @@ def build_model(cfg: ModelConfig, out: Path, resume_lora: bool) -> EmotionLLM:
     model = EmotionLLM(cfg, llm, Tokenizer(llm_dir))
     if resume_lora and (out / ck.PERCEPTION_FILE).is_file():
         model.perception.load_state_dict(load_file(str(out / ck.PERCEPTION_FILE)))
+    elif init_perception:
+        init_from(model, init_perception)
     return model
+
+
+INIT_SKIP = ("adapters.", "attributes.")  # fitted to the source's LLM / absent from older checkpoints: kept fresh
+
+
+def init_from(model: EmotionLLM, source: str) -> list[str]:
+    """Start the encoders, fusion, fast head and probes from another checkpoint's perception (a name such
+    as `default` or a directory); the adapters stay fresh (they map into that checkpoint's LLM). Every
+    other tensor must exist with the same shape. Returns the names loaded."""
+    from safetensors.torch import load_file
+
+    path = ck.resolve(source) / ck.PERCEPTION_FILE
+    theirs = load_file(str(path))
+    mine = model.perception.state_dict()
+    wanted = [k for k in mine if not k.startswith(INIT_SKIP)]
+    bad = [f"{k} {tuple(mine[k].shape)} vs {tuple(theirs[k].shape) if k in theirs else 'missing'}"
+           for k in wanted if k not in theirs or theirs[k].shape != mine[k].shape]
+    if bad:
+        raise ValueError(f"train.init_perception={source}: {path} does not fit this preset's perception "
+                         f"({len(bad)} tensor(s), e.g. {bad[0]}); it needs the same encoders, fusion and head")
+    model.perception.load_state_dict({**mine, **{k: theirs[k] for k in wanted}})
+    return wanted
 
 
 def save_all(model: EmotionLLM, out: Path, d: Dist, state: dict) -> None:
@@ -476,7 +501,8 @@ def run_curriculum(cfg: ModelConfig, tc: TrainConfig, td: TrainData, out: Path, 
         if b and d.main:
             console.print(f"[yellow]skipped {len(b)} bad clip(s):[/] " + "; ".join(b[:5]))
     torch.manual_seed(tc.seed)
-    model = build_model(cfg, out, resume_lora=state is not None or 1 not in cur).to(d.device)
+    model = build_model(cfg, out, resume_lora=state is not None or 1 not in cur,
+                        init_perception=tc.init_perception).to(d.device)
     broadcast_params([q for q in model.parameters() if q.requires_grad], d)
     left = tc.stop_after
     for stage in cur:
