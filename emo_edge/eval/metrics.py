@@ -19,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
+from emo_edge.eval.fluency import reason_fluency  # noqa: F401 - re-exported next to cue_recall
 from emo_edge.labels import (  # noqa: F401 - parse_label and reason_conclusion are re-exported
     LABELS,
     SYNONYMS,

@@ -129,12 +129,16 @@ class EmotionLLM(nn.Module):
 
     # -- training forward --------------------------------------------------------------------
     def forward(self, batch: Batch) -> dict[str, torch.Tensor]:
-        """LM loss over answer tokens plus the fast head's outputs."""
+        """LM loss over answer tokens plus the fast head's outputs.
+
+        Left-padded, so every answer ends at the last position and only the last (longest answer + 1) positions
+        need logits: with a 262k-token vocabulary (Gemma) the full (B, L, V) logits would dominate the step."""
         p = self.perception(batch.image, batch.frames, batch.mel, batch.present)
-        inputs = self.assemble(p["tokens"], p["token_mask"], batch.suffixes, batch.answers)
+        inputs = self.assemble(p["tokens"], p["token_mask"], batch.suffixes, batch.answers, left_pad=True)
         labels = inputs.pop("labels")
-        logits = self.llm(**inputs).logits[:, :-1]
-        target = labels[:, 1:]
+        keep = int((labels != IGNORE).sum(dim=1).max()) + 1
+        logits = self.llm(**inputs, logits_to_keep=keep).logits[:, :-1]  # (B, keep - 1, V)
+        target = labels[:, labels.shape[1] - keep + 1:]
         lm_loss = nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), target.reshape(-1),
                                               ignore_index=IGNORE)
         return {"lm_loss": lm_loss, **{k: v for k, v in p.items() if k in ("logits", "va", "aux", "attributes")}}

@@ -5,8 +5,8 @@ encoders, fusion, adapters, the fast head and LoRA.
 One loop for every stage and device; under `torchrun` it runs as DDP (gloo on CPU, NCCL on GPU):
 every rank starts from the same weights, sees its own batches (from memory or from shards, see
 `emo_edge.train.data`), and gradients are averaged. An optimizer step may accumulate several
-micro-batches; bf16 autocast on GPU. `train_state.pt` holds what resume needs to repeat the
-uninterrupted run: stage, step, optimizer and data position.
+micro-batches; bf16 autocast on GPU (and on the CPU with `train.cpu_bf16`). `train_state.pt` holds
+what resume needs to repeat the uninterrupted run: stage, step, optimizer and data position.
 `main(argv=None)` lets a test run it in-process on tiny data.
 """
 
@@ -75,9 +75,9 @@ def init_dist() -> Dist:
     return Dist(int(os.environ.get("RANK", "0")), world, device)
 
 
-def autocast(d: Dist) -> contextlib.AbstractContextManager:
-    """bf16 autocast on GPU (weights and optimizer stay float32); a no-op on the CPU."""
-    return torch.autocast(d.device.type, dtype=torch.bfloat16, enabled=d.device.type == "cuda")
+def autocast(d: Dist, tc: TrainConfig) -> contextlib.AbstractContextManager:
+    """bf16 autocast on GPU, and on the CPU when `train.cpu_bf16` (weights and optimizer stay float32)."""
+    return torch.autocast(d.device.type, dtype=torch.bfloat16, enabled=d.device.type == "cuda" or tc.cpu_bf16)
 
 
 def all_reduce_sum(x: torch.Tensor, d: Dist) -> torch.Tensor:
@@ -194,7 +194,7 @@ def stage0(cfg: ModelConfig, tc: TrainConfig, data: TrainData, out: Path, d: Dis
             ids[i, : len(s)], mask[i, : len(s)] = torch.tensor(s), 1
         labels = ids.masked_fill(mask == 0, -100)
         ids, mask, labels = ids.to(d.device), mask.to(d.device), labels.to(d.device)
-        with autocast(d):
+        with autocast(d, tc):
             loss = llm(input_ids=ids, attention_mask=mask, labels=labels).loss
         loss.backward()
         average_grads(params, d)
@@ -245,8 +245,8 @@ def validate(model: EmotionLLM, fs: FeatureSet, n_llm: int = 48) -> dict[str, fl
 
 
 def build_model(cfg: ModelConfig, out: Path, resume_lora: bool, init_perception: str = "") -> EmotionLLM:
-    """The backbone from out/llm (stage 0) or else `llm.path`, LoRA fresh or resumed, perception resumed, or else
-    started from `init_perception`'s (a checkpoint), or else fresh."""
+    """The backbone from out/llm (stage 0) or else `llm.path`, LoRA fresh or resumed, perception resumed, or
+    from `init_perception`'s trained one, or fresh."""
     from peft import PeftModel
     from safetensors.torch import load_file
 
@@ -262,30 +262,9 @@ def build_model(cfg: ModelConfig, out: Path, resume_lora: bool, init_perception:
     if resume_lora and (out / ck.PERCEPTION_FILE).is_file():
         model.perception.load_state_dict(load_file(str(out / ck.PERCEPTION_FILE)))
     elif init_perception:
-        init_from(model, init_perception)
+        fresh = ck.load_trained_perception(model.perception, cfg, init_perception)
+        console.print(f"perception from {init_perception}; fresh: {', '.join(fresh) or 'nothing'}")
     return model
-
-
-INIT_SKIP = ("adapters.", "attributes.")  # fitted to the source's LLM / absent from older checkpoints: kept fresh
-
-
-def init_from(model: EmotionLLM, source: str) -> list[str]:
-    """Start the encoders, fusion, fast head and probes from another checkpoint's perception (a name such
-    as `default` or a directory); the adapters stay fresh (they map into that checkpoint's LLM). Every
-    other tensor must exist with the same shape. Returns the names loaded."""
-    from safetensors.torch import load_file
-
-    path = ck.resolve(source) / ck.PERCEPTION_FILE
-    theirs = load_file(str(path))
-    mine = model.perception.state_dict()
-    wanted = [k for k in mine if not k.startswith(INIT_SKIP)]
-    bad = [f"{k} {tuple(mine[k].shape)} vs {tuple(theirs[k].shape) if k in theirs else 'missing'}"
-           for k in wanted if k not in theirs or theirs[k].shape != mine[k].shape]
-    if bad:
-        raise ValueError(f"train.init_perception={source}: {path} does not fit this preset's perception "
-                         f"({len(bad)} tensor(s), e.g. {bad[0]}); it needs the same encoders, fusion and head")
-    model.perception.load_state_dict({**mine, **{k: theirs[k] for k in wanted}})
-    return wanted
 
 
 def save_all(model: EmotionLLM, out: Path, d: Dist, state: dict) -> None:
@@ -348,7 +327,7 @@ def window_backward(model: EmotionLLM, micro: list[Sample], with_llm: bool, tc: 
     n_tok, n_clips, n_lab, n_streams, n_attr = window_counts(micro, answer_tokens, d).tolist()
     logged = torch.zeros(4, dtype=torch.float64)
     for (batch, labels, va, attrs), n_answer in zip(micro, answer_tokens, strict=True):
-        with autocast(d):
+        with autocast(d, tc):
             out = model(batch) if with_llm else model.perception(batch.image, batch.frames, batch.mel, batch.present)
         ce, se, probe = loss_sums(out, labels, va, batch.present)
         lm = _wide(out["lm_loss"]) * n_answer / n_tok if with_llm else ce.new_zeros(())
@@ -379,8 +358,9 @@ def curriculum_stage(
     lora = [p for p in model.llm.parameters() if p.requires_grad]
     adapters = [p for p in model.perception.adapters.parameters() if p.requires_grad]
     tuned = [p for p in perc if all(p is not a for a in adapters)]  # encoders, fusion, head, probes
-    # once the encoders have had a warm-up, the LLM's loss only fine-tunes them (the adapters still learn at lr)
-    tuned_lr = tc.lr * (tc.tuned_lr_scale if tc.encoder_steps else 1.0)
+    # once the encoders have had a warm-up (or came trained), the LLM's loss only fine-tunes them (the adapters
+    # still learn at lr)
+    tuned_lr = tc.lr * (tc.tuned_lr_scale if tc.encoder_steps or tc.init_perception else 1.0)
 
     def phase(step: int) -> tuple[torch.optim.Optimizer, list, int, int]:
         if step < warm:
@@ -462,6 +442,8 @@ def train(
     if seed is not None:
         tc.seed = seed
     tc.__post_init__()
+    if 0 in stages and cfg.llm.path:
+        raise ValueError(f"stage 0 pretrains a new LLM, but llm.path names one ({cfg.llm.path}): use --stages 1,2")
     if cfg.head.attributes not in (0, len(ATTRIBUTES)):
         raise ValueError(f"model.head.attributes must be 0 or {len(ATTRIBUTES)} (SynthEmo v2's attributes: "
                          f"{', '.join(a.name for a in ATTRIBUTES)}), got {cfg.head.attributes}")
