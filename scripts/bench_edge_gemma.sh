@@ -5,14 +5,14 @@
 #   default            the shipped toy default (4-layer LLaMA), Q8_0 and Q4_K_M
 # Prints TTFT p50 and decode tok/s per GGUF. CKPT may name any edge-gemma-shaped checkpoint; one whose LoRA is
 # (near) its zero init answers like the base model, which is fine for latency and must be labelled so.
-# Run it on a quiet machine. Env: CKPT (edge-gemma), DATA (data/synthemo-v2, its test split feeds the windows),
+# Run it on a quiet machine. Env: CKPT (edge-gemma), DATA (data/synthemo, its test split feeds the windows),
 # CALIB (the INT8 calibration clips, default DATA/val.jsonl), BUILD (export/build), OUT (runs/bench-edge-gemma),
 # ROUNDS (2).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . .venv/bin/activate
 CKPT=${CKPT:-edge-gemma}
-DATA=${DATA:-data/synthemo-v2}
+DATA=${DATA:-data/synthemo}
 CALIB=${CALIB:-$DATA/val.jsonl}
 BUILD=${BUILD:-export/build}
 OUT=${OUT:-runs/bench-edge-gemma}
