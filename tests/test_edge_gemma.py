@@ -49,21 +49,21 @@ def test_init_perception_refuses_another_perception(tiny_ckpt):
 
 
 def test_training_starts_from_the_init_perception(tiny_ckpt, synth_dir, tmp_path):
-    """Stages 1 on another LLM directory (llm.path) from tiny_ckpt's perception: after one step at lr * tuned_lr_scale
-    the encoders are still the trained ones (a fresh start differs by the whole init)."""
+    """Stage 1 on another LLM directory (llm.path) from tiny_ckpt's perception: after one step at lr * tuned_lr_scale
+    the encoders are still the trained ones (a fresh start, seeded differently, differs by the whole init)."""
     from emo_edge.train.loop import train
 
     p = load_preset("tiny")
     p.model.llm = dataclasses.replace(p.model.llm, path=str(tiny_ckpt / ck.LLM_DIR))
     preset = tmp_path / "tiny-init.yaml"
     preset.write_text(yaml.safe_dump(to_dict(p)))
-    out = train(preset, synth_dir, tmp_path / "run", stages=(1,), progress=False,
+    out = train(preset, synth_dir, tmp_path / "run", stages=(1,), progress=False, seed=1,  # another fresh init
                 overrides={"init_perception": str(tiny_ckpt), "encoder_steps": 0, "perception_steps": 1})
     before, after = (load_file(str(d / ck.PERCEPTION_FILE)) for d in (tiny_ckpt, out))
     key = "image_encoder.vit.blocks.0.attn.qkv.weight"
     assert key in before
     moved = float((after[key] - before[key]).abs().max())
-    assert 0 < moved < 1e-3, moved
+    assert 0 < moved < 5e-4, moved  # one AdamW step moves a weight by about lr * tuned_lr_scale = 1e-4
     assert json.loads((out / ck.META_FILE).read_text())["train"]["init_perception"] == str(tiny_ckpt)
     with pytest.raises(ValueError, match="use --stages 1,2"):
         train(preset, synth_dir, tmp_path / "run0", stages=(0, 1), progress=False)
