@@ -81,7 +81,7 @@ def preset_costs(preset: str, prompt_text_tokens: int = 24) -> dict[str, dict[st
 
     cfg = load_preset(preset).model
     with torch.device("meta"):
-        perception = Perception(cfg, cfg.llm.hidden).eval()
+        perception = Perception(cfg, cfg.llm.hidden, allow_random=True).eval()  # meta tensors: no weights at all
     costs = perception_costs(perception, cfg, device="meta", param_bytes=2.0)
     shape = LlamaShape(cfg.llm.hidden, cfg.llm.layers, cfg.llm.heads, cfg.llm.kv_heads, cfg.llm.intermediate,
                        cfg.llm.vocab_size)
