@@ -167,13 +167,14 @@ def test_whisper_cut_to_window_takes_the_first_positions(tmp_path):
 
 
 def test_paper_shaped_encoders_export_with_external_data(tmp_path):
-    """The paper's encoder widths, heads and patches at depth 1, a 1 s window and 2 frames; external data forced."""
+    """The paper's encoder widths, heads and patches at depth 1, 112 px views, a 1 s window and 2 frames; external
+    data forced."""
     from emo_edge.config import Preset, from_dict
     from emo_edge.export.onnx_export import export_perception
     from emo_edge.model.perception import Perception
 
-    p = reduced("paper", window_seconds=1.0, n_frames=2)
-    p["model"]["tokens"].update(video=8, audio=16)  # 2 frames x 4 tokens; 51 audio tokens in 1 s
+    p = reduced("paper", window_seconds=1.0, n_frames=2, image_size=112, frame_size=112)
+    p["model"]["tokens"].update(image=16, video=8, audio=16)  # an 8 x 8 grid; 2 frames x 4 tokens; 51 audio tokens
     cfg = from_dict(Preset, p).model
     torch.manual_seed(0)
     perc = Perception(cfg, llm_width=64).eval()
@@ -184,3 +185,47 @@ def test_paper_shaped_encoders_export_with_external_data(tmp_path):
         assert graph.stat().st_size < data.stat().st_size / 10, name  # the weights live in the .data file
     assert report["parity"]["worst"]["max_rel_err"] <= 1e-4
     assert json.loads((tmp_path / "io_spec.json").read_text())["graphs"]["image_encoder"]
+
+
+def test_edge_base_targets_carry_the_issues_goals():
+    from types import SimpleNamespace
+
+    from emo_edge.bench.analysis import targets
+
+    parity = SimpleNamespace(perception_fp32_vs_torch={"worst": {"max_rel_err": 3e-5}},
+                             perception_int8_vs_fp32={"fused_min_cosine": 0.985, "n": 8, "label_agreement": 0.5})
+    m = SimpleNamespace(checkpoint=SimpleNamespace(name="edge-base"), perception_entry="int8", default_quant="q8_0",
+                        parity=parity, perception={})
+    stages = {"torch-eager-fp32": 900.0, "ort-cpu-fp32": 500.0, "ort-cpu-int8": 300.0}
+    backends = {k: {"stages": {"perception": {"p50_ms": v}, "fast_path": {"p50_ms": v, "p95_ms": v * 1.1}}}
+                for k, v in stages.items()}
+    roofline = {"stages": [{"backend": "ort-cpu-int8", "stage": "perception", "p50_ms": 300.0, "flops": 65e9,
+                            "fraction_of_bound": 0.5, "bound_ms": 150.0}]}
+    t = {x["target"]: x for x in targets(backends, {"max_spread": 0.05}, None, m, roofline)}
+    int8 = t["INT8 QDQ >= 1.5x ONNX Runtime fp32 (perception p50)"]
+    assert int8["value"] == pytest.approx(500 / 300) and int8["met"] is True
+    fast = t["fast path p95 <= 250 ms per update (ort-cpu-int8, 30 fps window)"]
+    assert fast["value"] == pytest.approx(330.0) and fast["met"] is False and "50 % of this machine's roofline" in \
+        fast["detail"]
+    assert t["ONNX fp32 vs eager PyTorch: max rel. error <= 0.0001"]["met"] is True
+    assert t["INT8 vs fp32: fusion-token cosine >= 0.99 (real clips)"]["met"] is False
+    m.checkpoint.name = "edge-small"  # the default's goals and its five targets, unchanged
+    t = [x["target"] for x in targets(backends, {"max_spread": 0.05}, None, m, roofline)]
+    assert len(t) == 5 and "INT8 QDQ >= 1.3x ONNX Runtime fp32 (perception p50)" in t
+
+
+def test_docs_page_keeps_named_sections(tmp_path, monkeypatch):
+    from emo_edge.bench import report
+
+    monkeypatch.setattr(report, "docs_markdown", lambda r: f"# Benchmarks\n\nmain run {r['n']}\n")
+    monkeypatch.setattr(report, "section_markdown", lambda r, name: "\n".join(
+        [report.SECTION.format("BEGIN", name), f"{name} run {r['n']}", report.SECTION.format("END", name)]))
+    page = tmp_path / "benchmarks.md"
+    report.update_docs(page, {"n": 1})
+    report.update_docs(page, {"n": 2}, section="edge-base")
+    report.update_docs(page, {"n": 3})  # the default's rerun rewrites its part and keeps edge-base's
+    text = page.read_text()
+    assert "main run 3" in text and "edge-base run 2" in text and "main run 1" not in text
+    report.update_docs(page, {"n": 4}, section="edge-base")
+    assert list(report.sections(page.read_text())) == ["edge-base"]
+    assert "edge-base run 4" in page.read_text() and "edge-base run 2" not in page.read_text()

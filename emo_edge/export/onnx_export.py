@@ -29,7 +29,15 @@ from torch import nn
 from emo_edge.config import ModelConfig
 from emo_edge.fileio import atomic_write, sha256_file
 from emo_edge.model.perception import FUSED, Perception
-from emo_edge.runtime.io_spec import DATA_SUFFIX, SPEC_FILE, GraphSpec, IOSpec, build_io_spec, dummy_inputs, dynamic_axes
+from emo_edge.runtime.io_spec import (
+    DATA_SUFFIX,
+    SPEC_FILE,
+    GraphSpec,
+    IOSpec,
+    build_io_spec,
+    dummy_inputs,
+    dynamic_axes,
+)
 from emo_edge.runtime.perception import CPU, OrtPerception
 
 TRACE_BATCH = 2  # > 1, so tracing cannot bake a broadcast of size 1 into the graph

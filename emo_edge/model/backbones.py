@@ -37,6 +37,11 @@ def _check_shape(p: Path, fields: dict[str, tuple[int, int]]) -> None:
         raise ValueError(f"{p}: config field(s) disagree with the model (config vs model): {bad}")
 
 
+def _mlp_width(cfg: ViTConfig | AudioEncoderConfig) -> int:
+    """The MLP's hidden width, as the built-in encoders round it."""
+    return int(round(cfg.width * cfg.mlp_ratio))
+
+
 def _freeze(module: nn.Module) -> nn.Module:
     for q in module.parameters():
         q.requires_grad_(False)
@@ -57,7 +62,7 @@ class SiglipTower(nn.Module):
 
         if cfg.path is None:
             config = SiglipVisionConfig(hidden_size=cfg.width, num_hidden_layers=cfg.depth,
-                                        num_attention_heads=cfg.heads, intermediate_size=int(round(cfg.width * cfg.mlp_ratio)),
+                                        num_attention_heads=cfg.heads, intermediate_size=_mlp_width(cfg),
                                         image_size=image_size, patch_size=cfg.patch,
                                         vision_use_head=False)  # the pooling head: we take the patch tokens
             model, (mean, std) = SiglipVisionModel(config), ([0.5] * 3, [0.5] * 3)
@@ -111,7 +116,7 @@ class WhisperAudioEncoder(nn.Module):
         if cfg.path is None:
             where = "audio_encoder (arch whisper, random weights)"
             config = WhisperConfig(num_mel_bins=n_mels, d_model=cfg.width, encoder_layers=cfg.depth,
-                                   encoder_attention_heads=cfg.heads, encoder_ffn_dim=int(round(cfg.width * cfg.mlp_ratio)),
+                                   encoder_attention_heads=cfg.heads, encoder_ffn_dim=_mlp_width(cfg),
                                    max_source_positions=window if cfg.cut_to_window else 1500)
             encoder = WhisperEncoder(config)
         else:
