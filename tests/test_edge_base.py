@@ -77,6 +77,12 @@ def test_random_weights_are_refused_unless_asked(tmp_path):
     with pytest.raises(ValueError, match="--random-weights"):
         init_checkpoint("edge-base", tmp_path / "ckpt")
     assert not (tmp_path / "ckpt").exists()
+    from typer.testing import CliRunner
+
+    from emo_edge.cli import app
+
+    res = CliRunner().invoke(app, ["init", "--preset", "edge-base", "--out", str(tmp_path / "ckpt")])
+    assert res.exit_code == 2 and "--random-weights" in res.output and not (tmp_path / "ckpt").exists()
     with pytest.raises(ValueError, match="arch 'vit' is not valid; options: builtin, siglip"):
         dataclasses.replace(cfg.image_encoder, arch="vit")
 
@@ -97,7 +103,9 @@ def base_export(base_ckpt: Path, tmp_path_factory: pytest.TempPathFactory) -> tu
     from emo_edge.export.onnx_export import export_perception
 
     out = tmp_path_factory.mktemp("edge-base-onnx")
-    return out, export_perception(load_checkpoint(base_ckpt), None, out, threads=2)
+    with pytest.warns(UserWarning, match="RANDOM perception weights"):
+        model = load_checkpoint(base_ckpt)
+    return out, export_perception(model, None, out, threads=2)
 
 
 def test_init_records_random_weights_and_the_bundle_manifest_carries_it(base_ckpt):
