@@ -249,7 +249,8 @@ def compare_pipeline(perception: Perception, rt: OrtPerception, clips: dict[str,
     with torch.no_grad():
         ref = perception(batch.image, batch.frames, batch.mel, batch.present)
     got = rt.run(**clips)
-    want = {k: v.numpy() for k, v in ref.items() if k != "aux"}  # the encoder probes are training-only, not exported
+    # the encoder probes and the attribute head are training-only, not exported
+    want = {k: v.numpy() for k, v in ref.items() if k not in ("aux", "attributes")}
     return {"n": n, "outputs": compare(got, want)}
 
 
