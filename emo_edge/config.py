@@ -20,6 +20,8 @@ from emo_edge.audio import SAMPLE_RATE
 PRESET_DIR = Path(__file__).parent / "presets"
 MODALITIES: tuple[str, ...] = ("video", "audio", "text")  # what a user can switch off at eval time
 STREAMS: tuple[str, ...] = ("fusion", "image", "video", "audio")  # LLM token streams, in splice order
+VISION_ARCHS: tuple[str, ...] = ("builtin", "siglip")  # ViTConfig.arch
+AUDIO_ARCHS: tuple[str, ...] = ("builtin", "whisper")  # AudioEncoderConfig.arch
 
 
 @dataclass
@@ -61,10 +63,20 @@ class ViTConfig:
     mlp_ratio: float = 4.0
     conv_stem: bool = False  # a BatchNorm conv stem instead of the patchify conv (learns from little data)
     path: str | None = None  # a local SigLIP vision directory: used (frozen) instead; patch and width must match it
+    # builtin: the ViT above; siglip: a SigLIP vision tower (`SiglipVisionModel`) with these shapes (width, depth,
+    # heads, mlp_ratio, patch), from `path`, or with random weights where explicitly asked (`emo-edge init
+    # --random-weights`). A `path` implies siglip.
+    arch: str = "builtin"
 
     def __post_init__(self) -> None:
         if self.width % self.heads:
             raise ValueError(f"width {self.width} is not divisible by heads {self.heads}")
+        if self.arch not in VISION_ARCHS:
+            raise ValueError(f"arch {self.arch!r} is not valid; options: {', '.join(VISION_ARCHS)}")
+        if self.path is not None:
+            self.arch = "siglip"
+        if self.arch == "siglip" and self.conv_stem:
+            raise ValueError("conv_stem applies to arch builtin only; a SigLIP tower has its own patch embedding")
         if self.conv_stem and (self.patch < 2 or self.patch & (self.patch - 1)):
             raise ValueError(f"conv_stem needs a power-of-two patch size, got patch={self.patch}")
 
@@ -86,12 +98,28 @@ class AudioEncoderConfig:
     mlp_ratio: float = 4.0
     downsample: int = 4  # total time stride of the conv stem (2 or 4)
     path: str | None = None  # a local Whisper directory: its encoder is used (frozen) instead; width must match
+    # builtin: the encoder above; whisper: a Whisper encoder (`WhisperModel.get_encoder()`) with these shapes, from
+    # `path`, or with random weights where explicitly asked (`emo-edge init --random-weights`). A `path` implies
+    # whisper, whose conv stem strides by 2 (downsample must then be 2).
+    arch: str = "builtin"
+    # whisper: cut the positional table to the frontend's window (window / 20 ms positions) instead of taking the
+    # model's full table (1500 positions = 30 s for the released models), so a 4 s window costs 4 s of encoder
+    cut_to_window: bool = False
 
     def __post_init__(self) -> None:
         if self.width % self.heads:
             raise ValueError(f"audio_encoder.width {self.width} is not divisible by heads {self.heads}")
         if self.downsample not in (2, 4):
             raise ValueError(f"audio_encoder.downsample must be 2 or 4, got {self.downsample}")
+        if self.arch not in AUDIO_ARCHS:
+            raise ValueError(f"audio_encoder.arch {self.arch!r} is not valid; options: {', '.join(AUDIO_ARCHS)}")
+        if self.path is not None:
+            self.arch = "whisper"
+        if self.arch == "whisper" and self.downsample != 2:
+            raise ValueError(f"audio_encoder.downsample must be 2 for arch whisper (its conv stem), got "
+                             f"{self.downsample}")
+        if self.cut_to_window and self.arch != "whisper":
+            raise ValueError("audio_encoder.cut_to_window applies to arch whisper only")
 
 
 @dataclass

@@ -7,7 +7,7 @@ from emo_edge.cli import app
 
 runner = CliRunner()
 COMMANDS = [["data", "synth"], ["data", "prepare"], ["train"], ["eval"], ["info"], ["engines", "build"], ["run"],
-            ["bench"]]
+            ["bench"], ["init"]]
 
 
 @pytest.mark.parametrize("cmd", COMMANDS, ids=" ".join)

@@ -81,7 +81,7 @@ def preset_costs(preset: str, prompt_text_tokens: int = 24) -> dict[str, dict[st
 
     cfg = load_preset(preset).model
     with torch.device("meta"):
-        perception = Perception(cfg, cfg.llm.hidden).eval()
+        perception = Perception(cfg, cfg.llm.hidden, allow_random=True).eval()  # meta tensors: no weights at all
     costs = perception_costs(perception, cfg, device="meta", param_bytes=2.0)
     shape = LlamaShape(cfg.llm.hidden, cfg.llm.layers, cfg.llm.heads, cfg.llm.kv_heads, cfg.llm.intermediate,
                        cfg.llm.vocab_size)
@@ -95,7 +95,7 @@ def preset_costs(preset: str, prompt_text_tokens: int = 24) -> dict[str, dict[st
     return {"costs": out, "tokens": cfg.tokens.total, "prompt_tokens": n_prompt}
 
 
-def projection(presets: tuple[str, ...] = ("edge-small", "paper")) -> dict[str, Any]:
+def projection(presets: tuple[str, ...] = ("edge-small", "edge-base", "paper")) -> dict[str, Any]:
     """Roofline lower bounds of each preset's stages on each Jetson board (published peaks)."""
     out: dict[str, Any] = {}
     for preset in presets:
@@ -235,15 +235,25 @@ def _ratio_target(name: str, goal: float, base: float | None, cand: float | None
     return {"target": name, "goal": goal, "value": r, "met": r >= goal, "detail": f"{text}: {base:.2f} -> {cand:.2f}"}
 
 
+# the goals of the targets per model (the checkpoint's config name); others take DEFAULT_GOALS. edge-base: the
+# real-size perception (issue 15), where the weight MatMuls dominate and a 250 ms update is 4 Hz live
+DEFAULT_GOALS: dict[str, float] = {"int8_speedup": 1.3, "fast_path_p95_ms": 100.0}
+GOALS: dict[str, dict[str, float]] = {"edge-base": {"int8_speedup": 1.5, "fast_path_p95_ms": 250.0}}
+REAL_SIZE_PARITY, REAL_SIZE_COSINE = 1e-4, 0.99  # ONNX fp32 vs eager rel. error; INT8 vs fp32 fusion-token cosine
+
+
 def targets(backends: dict[str, dict], stability: dict[str, Any], evaluation: dict[str, Any] | None,
-            manifest: Manifest) -> list[dict[str, Any]]:
-    """The issue's five targets, each met / unmet (None: not measurable here) with its numbers."""
+            manifest: Manifest, roofline: dict[str, Any] | None = None) -> list[dict[str, Any]]:
+    """The issue's five targets, each met / unmet (None: not measurable here) with its numbers; a model with its own
+    GOALS (edge-base) adds the export's parity and INT8 fusion-token cosine, and the fast path's roofline share."""
+    goals = GOALS.get(manifest.checkpoint.name, DEFAULT_GOALS)
     deploy = f"ort-cpu-{manifest.perception_entry}"
     quant = manifest.default_quant
     out = [_ratio_target("ONNX Runtime fp32 >= 1.5x PyTorch eager (perception p50)", 1.5,
                          _stage(backends, "torch-eager-fp32", "perception"), _stage(backends, "ort-cpu-fp32",
                                                                                     "perception"), "p50 ms")]
-    int8 = _ratio_target("INT8 QDQ >= 1.3x ONNX Runtime fp32 (perception p50)", 1.3,
+    g = goals["int8_speedup"]
+    int8 = _ratio_target(f"INT8 QDQ >= {g:g}x ONNX Runtime fp32 (perception p50)", g,
                          _stage(backends, "ort-cpu-fp32", "perception"), _stage(backends, "ort-cpu-int8",
                                                                                 "perception"), "p50 ms")
     if evaluation and {"fp32", "int8"} <= set(evaluation["head_waf"]):
@@ -264,14 +274,45 @@ def targets(backends: dict[str, dict], stability: dict[str, Any], evaluation: di
         out[-1].update(value=q4 / tr, met=q4 / tr >= 3.0, detail=f"tok/s: {tr:.1f} -> {q4:.1f}")
     p95 = _stage(backends, deploy, "fast_path", "p95_ms")
     ttft = _stage(backends, f"llama.cpp-{quant}", "ttft")
-    out.append({"target": f"fast path p95 <= 100 ms per update ({deploy}, 30 fps window)", "goal": 100.0,
-                "value": p95, "met": None if p95 is None else p95 <= 100.0,
+    g = goals["fast_path_p95_ms"]
+    out.append({"target": f"fast path p95 <= {g:g} ms per update ({deploy}, 30 fps window)", "goal": g,
+                "value": p95, "met": None if p95 is None else p95 <= g,
                 "detail": f"fast path p95 {p95 if p95 is None else round(p95, 2)} ms; time to first reasoning token "
-                          f"(llama.cpp-{quant}, p50) {ttft if ttft is None else round(ttft, 2)} ms"})
+                          f"(llama.cpp-{quant}, p50) {ttft if ttft is None else round(ttft, 2)} ms"
+                          + _roofline_share(roofline, deploy)})
     out.append({"target": "two runs' medians within 10 %", "goal": 0.10, "value": stability.get("max_spread"),
                 "met": stability.get("max_spread") is not None and stability["max_spread"] <= 0.10,
                 "detail": stability.get("summary", "one round only")})
+    if manifest.checkpoint.name in GOALS:
+        out += export_targets(manifest)
     return out
+
+
+def _roofline_share(roofline: dict[str, Any] | None, backend: str) -> str:
+    """'; perception at X % of this machine's roofline bound' for `backend`, when the roofline was measured."""
+    rows = [r for r in (roofline or {}).get("stages", []) if r["backend"] == backend and r["stage"] == "perception"]
+    if not rows:
+        return ""
+    r = rows[0]
+    return (f"; perception p50 {r['p50_ms']:.1f} ms for {r['flops'] / 1e9:.1f} GFLOP = "
+            f"{r['fraction_of_bound'] * 100:.0f} % of this machine's roofline bound ({r['bound_ms']:.1f} ms)")
+
+
+def export_targets(manifest: Manifest) -> list[dict[str, Any]]:
+    """The export's own checks as targets: ONNX fp32 vs eager parity, INT8 vs fp32 fusion-token cosine (real clips)."""
+    worst = (manifest.parity.perception_fp32_vs_torch or {}).get("worst", {}).get("max_rel_err")
+    int8 = manifest.parity.perception_int8_vs_fp32 or {}
+    cos = int8.get("fused_min_cosine")
+    return [
+        {"target": f"ONNX fp32 vs eager PyTorch: max rel. error <= {REAL_SIZE_PARITY:g}", "goal": REAL_SIZE_PARITY,
+         "value": worst, "met": None if worst is None else worst <= REAL_SIZE_PARITY,
+         "detail": "worst over the four graphs at batch 1 and 3 and end to end on random and real clips (manifest)"},
+        {"target": f"INT8 vs fp32: fusion-token cosine >= {REAL_SIZE_COSINE:g} (real clips)", "goal": REAL_SIZE_COSINE,
+         "value": cos, "met": None if cos is None else cos >= REAL_SIZE_COSINE,
+         "detail": f"smallest per-clip cosine over {int8.get('n', 0)} real clips; label agreement "
+                   f"{int8.get('label_agreement')} is not judged with random weights (near-tied logits)"
+                   if cos is not None else "no INT8 graphs or an export without the cosine"},
+    ]
 
 
 def quantized_share(backends: dict[str, dict], manifest: Manifest) -> tuple[str, float] | None:

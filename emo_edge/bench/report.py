@@ -115,10 +115,20 @@ def _op_times_md(results: dict[str, Any], top: int = 8) -> str:
     return "\n\n".join(parts) or "Not measured."
 
 
+def _fusions_md(results: dict[str, Any]) -> str:
+    fusions = results.get("ort_fusions")
+    if not fusions:
+        return "Not counted."
+    rows = [[entry, graph, ", ".join(f"{op} {n}" for op, n in ops.items()) or "none"]
+            for entry, graphs in fusions.items() for graph, ops in graphs.items()]
+    return ("Fused ops in the graph ONNX Runtime's CPU provider runs (session optimisation level all):\n\n"
+            + table(["graphs", "graph", "fused ops"], rows))
+
+
 def _projection_md(results: dict[str, Any]) -> str:
     pr = results["projection"]
     parts = [f"**{pr['note']}.**"]
-    for preset in ("edge-small", "paper"):
+    for preset in ("edge-small", "edge-base", "paper"):
         if preset not in pr:
             continue
         p = pr[preset]
@@ -145,6 +155,8 @@ def results_markdown(results: dict[str, Any]) -> str:
     note = busy_note(results)
     if note:
         lines += [note, ""]
+    if results.get("random_weights"):
+        lines += [f"**{results['random_weights']}.**", ""]
     lines += [f"Machine: {m['cpu']} ({m['logical_cpus']} logical CPUs, {', '.join(m['simd']) or 'no SIMD flags read'}),"
               f" {m['platform']}; load before {m['load_before']['load_1min']:.2f}, after "
               f"{m.get('load_after', {}).get('load_1min', float('nan')):.2f}. Threads per backend: {c['threads']} "
@@ -179,6 +191,7 @@ def results_markdown(results: dict[str, Any]) -> str:
               "## Where ONNX Runtime's kernel time goes", "", "ONNX Runtime's profiler on the merged perception "
               "(batch 1): the ops that bound what INT8 can gain.", "", _op_times_md(results), "",
               "## Projection onto Jetson (not measured)", "", _projection_md(results), "",
+              "## ONNX Runtime's graph fusions", "", _fusions_md(results), "",
               "## Stability", "", results["stability"]["summary"], ""]
     return "\n".join(lines)
 
@@ -373,16 +386,54 @@ def docs_markdown(results: dict[str, Any]) -> str:
     return "\n".join(intro) + f"\n## Run of {results['started']}\n" + body
 
 
+SECTION = "<!-- {} generated section: {} -->"  # markers around a named section of the docs page
+
+
+def section_markdown(results: dict[str, Any], name: str) -> str:
+    """`results` as a named section of the docs page (its headings one level down), between SECTION markers."""
+    cmd = results.get("command") or "emo-edge bench ..."
+    title, body = results_markdown(results).split("\n", 1)
+    body = "\n".join("#" + line if line.startswith("#") else line for line in body.split("\n"))
+    return "\n".join([SECTION.format("BEGIN", name), f"## {name}: {title.removeprefix('# emo-edge bench: ')}", "",
+                      f"Produced by `{cmd}`.", body.rstrip("\n"), SECTION.format("END", name)])
+
+
+def sections(text: str) -> dict[str, str]:
+    """The named generated sections of a docs page, each with its markers."""
+    out, pos = {}, 0
+    head, tail = SECTION.split("{}", 1)[0] + "BEGIN", " -->"
+    while (start := text.find(head, pos)) >= 0:
+        name = text[start + len(head) + len(" generated section: "):text.index(tail, start)]
+        end_marker = SECTION.format("END", name)
+        end = text.index(end_marker, start) + len(end_marker)
+        out[name], pos = text[start:end], end
+    return out
+
+
+def update_docs(path: Path, results: dict[str, Any], section: str | None = None) -> None:
+    """Rewrite the docs page: the whole page from `results` keeping the other named sections, or only `section`."""
+    old = path.read_text() if path.is_file() else ""
+    kept = sections(old)
+    if section is None:
+        main_part = docs_markdown(results)
+    else:
+        main_part = old.split(SECTION.split("{}", 1)[0] + "BEGIN", 1)[0].rstrip("\n") if old else "# Benchmarks"
+        kept[section] = section_markdown(results, section)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("\n\n".join([main_part.rstrip("\n"), *kept.values()]) + "\n")
+
+
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("results", type=Path, help="a results.json written by emo-edge bench")
     ap.add_argument("--docs", type=Path, help="also write this docs page (e.g. docs/benchmarks.md)")
+    ap.add_argument("--section", help="write the results as this named section of the docs page (e.g. edge-base), "
+                                      "leaving the rest; without it the page is rewritten, its named sections kept")
     args = ap.parse_args(argv)
     results = json.loads(args.results.read_text())
     (args.results.parent / "results.md").write_text(results_markdown(results))
     if args.docs:
-        args.docs.parent.mkdir(parents=True, exist_ok=True)
-        args.docs.write_text(docs_markdown(results))
+        update_docs(args.docs, results, args.section)
 
 
 if __name__ == "__main__":

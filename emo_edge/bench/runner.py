@@ -407,10 +407,16 @@ def run_bench(cfg: BenchConfig, windows: list[Window] | None = None, command: st
         if cfg.peaks:
             results["roofline"] = _roofline(cfg, m, results["backends"], peaks)
         step("roofline")
+        from emo_edge.export.ort_fusions import fusion_report
+
+        results["ort_fusions"] = {k: fusion_report(Path(cfg.bundle) / e.dir) for k, e in m.perception.items()}
         results["projection"] = {"note": "PROJECTION from published peak compute and bandwidth (roofline lower "
                                          "bound, fp16 tensor cores); not a measurement", **analysis.projection()}
         step("projection")
-    results["targets"] = analysis.targets(pooled, results["stability"], evaluation, m)
+    results["targets"] = analysis.targets(pooled, results["stability"], evaluation, m, results.get("roofline"))
+    if m.checkpoint.trained.get("random_weights"):
+        results["random_weights"] = ("the checkpoint's perception has RANDOM weights (emo-edge init --random-weights): "
+                                     "timings, FLOPs and parity are real; labels and WAF mean nothing")
     results["machine"]["load_after"] = _load()
     bundle.close()
     write_outputs(results, Path(cfg.out))

@@ -81,18 +81,22 @@ def default_calibration() -> Path:
 def build_bundle(
     checkpoint: str | Path, target: str | Path, out: str | Path, data: str | Path | None = None,
     llm_quants: tuple[str, ...] = (), calibration: str | Path | None = None, parity_clips: int = DEFAULT_PARITY_CLIPS,
-    force: bool = False, threads: int = 2, llm_form: str = "merged",
+    force: bool = False, threads: int = 2, llm_form: str = "merged", int8_layout: str | None = None,
 ) -> Manifest:
     """Export `checkpoint` for the `target` profile into the bundle directory `out`; returns the manifest.
 
     llm_form: "merged" (LoRA folded in, converted and quantised) or "base+lora" (the base model's GGUF -- the
     vendor's file when the backbone came from one -- and a GGUF LoRA adapter applied by llama.cpp at load).
+    int8_layout: overrides the profile's `perception.int8_layout` (e.g. transformer for SigLIP/Whisper-sized
+    encoders on cpu-x86); the manifest's target records the layout used.
     """
     from emo_edge.checkpoint import load_checkpoint, read_meta, resolve
     from emo_edge.export.gguf_export import FORMS
     from emo_edge.export.profiles import load_profile
 
     profile = load_profile(target)
+    if int8_layout is not None:
+        profile.perception = dataclasses.replace(profile.perception, int8_layout=int8_layout)  # checks the name
     out = Path(out)
     if out.exists() and not force:
         raise BundleError(f"{out} exists; pass --force to replace it")
@@ -194,7 +198,7 @@ def _manifest(model: Any, profile: Any, ckpt: Path, meta: dict, perception: dict
         machine={"platform": platform.platform(), "processor": platform.machine()},
         target=profile,
         checkpoint=CheckpointInfo(str(ckpt), cfg.name, content_digest(ckpt),
-                                  {k: meta.get(k) for k in ("preset", "seed")}),
+                                  _trained(meta)),
         model=ModelInfo(cfg.frontend, llm["arch"], width),
         labels=list(LABELS),
         prompt=prompt_record(getattr(model, "chat", None)),
@@ -209,6 +213,14 @@ def _manifest(model: Any, profile: Any, ckpt: Path, meta: dict, perception: dict
                       entries["int8"].parity_vs_fp32 if "int8" in entries else None, llm["parity"]),
         files=file_table(tmp),
     )
+
+
+def _trained(meta: dict) -> dict[str, Any]:
+    """The checkpoint's preset and seed, and `random_weights: true` for an untrained one (`emo-edge init`)."""
+    from emo_edge.checkpoint import META_RANDOM
+
+    return {"preset": meta.get("preset"), "seed": meta.get("seed"), **({META_RANDOM: True} if meta.get(META_RANDOM)
+                                                                        else {})}
 
 
 def _default_quant(profile: Any, llm: dict) -> str:

@@ -16,6 +16,7 @@ Parity metric, per output tensor:
 
 from __future__ import annotations
 
+import tempfile
 import warnings
 from collections.abc import Mapping
 from pathlib import Path
@@ -28,10 +29,22 @@ from torch import nn
 from emo_edge.config import ModelConfig
 from emo_edge.fileio import atomic_write, sha256_file
 from emo_edge.model.perception import FUSED, Perception
-from emo_edge.runtime.io_spec import SPEC_FILE, GraphSpec, IOSpec, build_io_spec, dummy_inputs, dynamic_axes
+from emo_edge.runtime.io_spec import (
+    DATA_SUFFIX,
+    SPEC_FILE,
+    GraphSpec,
+    IOSpec,
+    build_io_spec,
+    dummy_inputs,
+    dynamic_axes,
+)
 from emo_edge.runtime.perception import CPU, OrtPerception
 
 TRACE_BATCH = 2  # > 1, so tracing cannot bake a broadcast of size 1 into the graph
+# a graph whose weights exceed this many bytes keeps them in <graph>.onnx.data next to it (ONNX's external-data
+# format): protobuf cannot serialise a message of 2 GiB or more, so one file would not load; a margin is left for
+# the graph itself
+EXTERNAL_DATA_BYTES = 1_800_000_000
 PARITY_BATCHES = (1, 3)
 MAX_REAL = 16  # real clips used for the end-to-end parity check
 METRIC = "max_rel_err = max|ort - torch| / (max|torch| + 1e-12) per output; label_agreement = same argmax share"
@@ -81,7 +94,8 @@ def eager(perception: Perception, graph: GraphSpec, feeds: dict[str, np.ndarray]
 
 
 def export_perception(model_or_perception: nn.Module, cfg: ModelConfig | None, out_dir: str | Path, opset: int = 17,
-                      real_inputs: Any = None, seed: int = 0, threads: int = 2) -> dict[str, Any]:
+                      real_inputs: Any = None, seed: int = 0, threads: int = 2,
+                      external_data_bytes: int = EXTERNAL_DATA_BYTES) -> dict[str, Any]:
     """Write the four graphs and io_spec.json to `out_dir`, then check parity; returns the report.
 
     model_or_perception: an EmotionLLM (its `.perception` is used) or a Perception.
@@ -89,7 +103,10 @@ def export_perception(model_or_perception: nn.Module, cfg: ModelConfig | None, o
     real_inputs: optional real clips for an end-to-end check: a FeatureSet or a mapping with
         image (N, S, S, 3) uint8, frames (N, T, s, s, 3) uint8, mel (N, n_mels, F) and optionally
         present (N, 3); the first MAX_REAL are used.
-    Returns {"files": {graph: {"file", "sha256"}}, "io_spec", "opset", "versions", "parity"}.
+    external_data_bytes: a graph with more weight bytes than this stores them in <file>.data (see
+        EXTERNAL_DATA_BYTES; tests force it with a small value).
+    Returns {"files": {graph: {"file", "sha256"[, "data", "data_sha256"]}}, "io_spec", "opset", "versions",
+    "parity"}.
     """
     perception: Perception = getattr(model_or_perception, "perception", model_or_perception)
     spec = build_io_spec(cfg or perception.cfg, llm_width=_llm_width(perception))
@@ -99,38 +116,74 @@ def export_perception(model_or_perception: nn.Module, cfg: ModelConfig | None, o
     perception.eval()
     try:
         for graph in spec.graphs.values():
-            export_graph(perception, graph, out / graph.filename, opset, seed)
+            export_graph(perception, graph, out / graph.filename, opset, seed, external_data_bytes)
         atomic_write(out / SPEC_FILE, spec.save)
         parity = check_parity(perception, spec, out, real_inputs, seed, threads)
     finally:
         perception.train(was_training)
-    files = {name: {"file": g.filename, "sha256": sha256_file(out / g.filename)} for name, g in spec.graphs.items()}
+    files = {name: _file_record(out / g.filename) for name, g in spec.graphs.items()}
     return {"files": files, "io_spec": SPEC_FILE, "opset": opset, "versions": versions(), "parity": parity}
 
 
-def export_graph(perception: Perception, graph: GraphSpec, path: Path, opset: int = 17, seed: int = 0) -> None:
-    """Trace one stage to `path` (via a temporary file) and run the ONNX checker on it."""
+def export_graph(perception: Perception, graph: GraphSpec, path: Path, opset: int = 17, seed: int = 0,
+                 external_data_bytes: int = EXTERNAL_DATA_BYTES) -> None:
+    """Trace one stage to `path` (via a temporary directory), with its weights in `path`.data when they exceed
+    `external_data_bytes`, and run the ONNX checker on it."""
     feeds = dummy_inputs(graph, TRACE_BATCH, seed)
     _check_eager_shapes(graph, eager(perception, graph, feeds))
     args = tuple(torch.from_numpy(feeds[n]) for n in graph.input_names)
-    tmp = path.with_name(path.name + ".tmp")
-    try:
-        import onnx
+    data = external_data_path(path)
+    with tempfile.TemporaryDirectory(prefix=f".{path.name}-", dir=path.parent) as work:
+        traced, tmp = Path(work) / "traced" / path.name, Path(work) / path.name
+        traced.parent.mkdir()
+        try:
+            import onnx
 
-        with warnings.catch_warnings(), torch.no_grad():
-            # the legacy exporter is deprecated but still the one without onnxscript; the tracer warns
-            # about the audio encoder's token-count check, whose sizes are static by design (io_spec)
-            warnings.simplefilter("ignore", DeprecationWarning)
-            warnings.simplefilter("ignore", torch.jit.TracerWarning)
-            # .eval() on the wrapper: the exporter restores the wrapper's mode, recursively, afterwards
-            torch.onnx.export(StageGraph(perception, graph).eval(), args, str(tmp), dynamo=False, opset_version=opset,
-                              input_names=graph.input_names, output_names=graph.output_names,
-                              dynamic_axes=dynamic_axes(graph), do_constant_folding=True)
-        onnx.checker.check_model(str(tmp), full_check=True)
-    except Exception as e:
-        tmp.unlink(missing_ok=True)
-        raise ExportError(f"{graph.name}: ONNX export to {path} failed: {e}") from e
-    tmp.replace(path)
+            with warnings.catch_warnings(), torch.no_grad():
+                # the legacy exporter is deprecated but still the one without onnxscript; the tracer warns
+                # about the audio encoder's token-count check, whose sizes are static by design (io_spec)
+                warnings.simplefilter("ignore", DeprecationWarning)
+                warnings.simplefilter("ignore", torch.jit.TracerWarning)
+                # .eval() on the wrapper: the exporter restores the wrapper's mode, recursively, afterwards;
+                # past 2 GiB it writes the weights as files of their own into traced/, which onnx.load reads back
+                torch.onnx.export(StageGraph(perception, graph).eval(), args, str(traced), dynamo=False,
+                                  opset_version=opset, input_names=graph.input_names,
+                                  output_names=graph.output_names, dynamic_axes=dynamic_axes(graph),
+                                  do_constant_folding=True)
+            external = _save(onnx.load(str(traced)), tmp, external_data_bytes)
+            onnx.checker.check_model(str(tmp), full_check=True)  # by path: external data is checked too
+        except Exception as e:
+            raise ExportError(f"{graph.name}: ONNX export to {path} failed: {e}") from e
+        if external:
+            (Path(work) / data.name).replace(data)
+        else:
+            data.unlink(missing_ok=True)  # from an earlier export of a larger model
+        tmp.replace(path)
+
+
+def external_data_path(path: Path) -> Path:
+    """Where the weights of graph `path` go in the external-data format (one file, next to the graph)."""
+    return path.with_name(path.name + DATA_SUFFIX)
+
+
+def _save(model: Any, path: Path, external_data_bytes: int) -> bool:
+    """Save `model` to `path`, its initializers in one external file when they exceed `external_data_bytes`."""
+    import onnx
+
+    weights = sum(t.ByteSize() for t in model.graph.initializer)
+    external = weights > external_data_bytes
+    onnx.save_model(model, str(path), save_as_external_data=external, all_tensors_to_one_file=True,
+                    location=external_data_path(path).name, size_threshold=1024)
+    return external
+
+
+def _file_record(path: Path) -> dict[str, str]:
+    """A graph's file and sha256, and its external-data file and that file's sha256 when it has one."""
+    rec = {"file": path.name, "sha256": sha256_file(path)}
+    data = external_data_path(path)
+    if data.is_file():
+        rec.update(data=data.name, data_sha256=sha256_file(data))
+    return rec
 
 
 def _check_eager_shapes(graph: GraphSpec, outputs: dict[str, np.ndarray]) -> None:
@@ -196,7 +249,8 @@ def compare_pipeline(perception: Perception, rt: OrtPerception, clips: dict[str,
     with torch.no_grad():
         ref = perception(batch.image, batch.frames, batch.mel, batch.present)
     got = rt.run(**clips)
-    want = {k: v.numpy() for k, v in ref.items() if k != "aux"}  # the encoder probes are training-only, not exported
+    # the encoder probes and the attribute head are training-only, not exported
+    want = {k: v.numpy() for k, v in ref.items() if k not in ("aux", "attributes")}
     return {"n": n, "outputs": compare(got, want)}
 
 

@@ -17,6 +17,10 @@ INT8 engine. Two layouts (`QuantSettings.layout`, chosen by the export profile):
               kernels), output Q/DQ allowed so ONNX Runtime fuses DQ->Conv->Q into QLinearConv. Same
               machine: 3.8 ms against 4.0 ms fp32 (1.06x). Quantizing the weight MatMuls too was slower
               (4.3 ms): at batch 1 their tensors are small and the Q/DQ around them cost more than they save.
+    transformer  for ONNX Runtime's CPU provider on transformer encoders (SigLIP/Whisper-sized, where the
+              weight MatMuls are most of the time): MatMul/Gemm with a constant weight, int8 per-channel
+              weights, uint8 activations, no Q/DQ on the MatMul's output, so ONNX Runtime fuses each into
+              MatMulIntegerToFloat (integer VNNI kernel, float output); measured in docs/benchmarks.md.
 
 Settings of the tensorrt layout (all recorded in `calibration.json`):
 
@@ -55,14 +59,24 @@ from emo_edge.config import FrontendConfig, load_yaml
 from emo_edge.data.features import ClipError, FeatureSet, load_clip
 from emo_edge.data.schema import find_split, read_jsonl
 from emo_edge.labels import LABELS
-from emo_edge.runtime.io_spec import GRAPHS, SPEC_FILE, IOSpec, as_io_spec
+from emo_edge.runtime.io_spec import DATA_SUFFIX, GRAPHS, SPEC_FILE, IOSpec, as_io_spec
 from emo_edge.runtime.perception import CPU, OrtPerception, preprocess
 
 SUMMARY_FILE = "calibration.json"
 CACHE_DIR = "calibration"  # ONNX Runtime's per-graph range caches, under the output directory
 QUANT_OPS: tuple[str, ...] = ("Conv", "MatMul", "Gemm")  # the tensorrt layout
 CPU_QUANT_OPS: tuple[str, ...] = ("Conv",)  # the cpu layout
-LAYOUTS: tuple[str, ...] = ("tensorrt", "cpu")
+TRANSFORMER_QUANT_OPS: tuple[str, ...] = ("MatMul", "Gemm")  # the transformer layout
+LAYOUTS: tuple[str, ...] = ("tensorrt", "cpu", "transformer")
+# the transformer layout: weight MatMuls with per-channel int8 weights and uint8 activations (x86's U8S8 VNNI
+# kernels), no Q/DQ after the MatMul: ONNX Runtime's CPU provider fuses DQ(x), DQ(w) -> MatMul into
+# MatMulIntegerToFloat, which dequantizes inside the kernel, so the float consumers (LayerNorm, GELU, residual
+# Add) need no Q/DQ pair of their own
+TRANSFORMER_CPU: dict[str, Any] = {
+    "WeightSymmetric": True,
+    "MatMulConstBOnly": True,
+    "OpTypesToExcludeOutputQuantization": list(TRANSFORMER_QUANT_OPS),
+}
 METHODS: tuple[str, ...] = ("minmax", "entropy", "percentile")
 ACTIVATIONS: tuple[str, ...] = ("int8", "uint8")
 PREPROCESSING: tuple[str, ...] = ("model",)  # the exported model's frontend through the runtime's numpy path
@@ -229,9 +243,11 @@ def _reader(feeds: list[dict[str, np.ndarray]]) -> Any:
 
 @dataclass(frozen=True)
 class QuantSettings:
-    layout: str = "tensorrt"  # one of LAYOUTS: tensorrt (TensorRT's Q/DQ rules) | cpu (ONNX Runtime's CPU kernels)
+    # one of LAYOUTS: tensorrt (TensorRT's Q/DQ rules) | cpu (ONNX Runtime's CPU kernels, Conv only) | transformer
+    # (ONNX Runtime's CPU kernels, the weight MatMuls/Gemms of transformer encoders)
+    layout: str = "tensorrt"
     activations: str | None = None  # int8: symmetric, TensorRT and CPU; uint8: asymmetric, x86 CPU only;
-    # None: the layout's (tensorrt int8, cpu uint8)
+    # None: the layout's (tensorrt int8, cpu and transformer uint8)
     per_channel: bool = True  # weights per output channel
     method: str = "minmax"  # one of METHODS
     pre_process: bool = True  # onnxruntime's quant_pre_process (shape inference + basic graph optimisation)
@@ -240,6 +256,8 @@ class QuantSettings:
     def __post_init__(self) -> None:
         if self.activations is None and self.layout in LAYOUTS:
             object.__setattr__(self, "activations", "int8" if self.layout == "tensorrt" else "uint8")
+        if self.layout == "transformer" and not self.per_channel:
+            raise ValueError("QuantSettings.per_channel: the transformer layout quantizes weights per channel")
         for name, value, options in (("layout", self.layout, LAYOUTS), ("activations", self.activations, ACTIVATIONS),
                                      ("method", self.method, METHODS)):
             if value not in options:
@@ -255,8 +273,9 @@ def _quantize_kwargs(settings: QuantSettings) -> dict[str, Any]:
               "percentile": CalibrationMethod.Percentile}[settings.method]
     act = QuantType.QInt8 if settings.activations == "int8" else QuantType.QUInt8
     symmetric = {"ActivationSymmetric": settings.activations == "int8"}
-    ops, extra = ((QUANT_OPS, {**TRT_FRIENDLY, **symmetric}) if settings.layout == "tensorrt" else
-                  (CPU_QUANT_OPS, {"WeightSymmetric": True, **symmetric}))
+    ops, extra = {"tensorrt": (QUANT_OPS, {**TRT_FRIENDLY, **symmetric}),
+                  "cpu": (CPU_QUANT_OPS, {"WeightSymmetric": True, **symmetric}),
+                  "transformer": (TRANSFORMER_QUANT_OPS, {**TRANSFORMER_CPU, **symmetric})}[settings.layout]
     return {"quant_format": QuantFormat.QDQ, "activation_type": act, "weight_type": QuantType.QInt8,
             "per_channel": settings.per_channel, "op_types_to_quantize": list(ops), "calibrate_method": method,
             "extra_options": extra}
@@ -276,6 +295,8 @@ def quantize_graph(src: Path, dst: Path, feeds: list[dict[str, np.ndarray]], set
     tmp = dst.with_name(dst.stem + ".tmp.onnx")
     with tempfile.TemporaryDirectory(prefix="emo-quant-") as work:
         model_in, pre = _pre_process(src, Path(work), settings.pre_process)
+        if settings.layout == "transformer":
+            kwargs["nodes_to_exclude"] = activation_matmuls(model_in)
         try:
             quantize_static(str(model_in), str(tmp), _reader(feeds), **kwargs)
             onnx.checker.check_model(str(tmp), full_check=True)
@@ -284,6 +305,16 @@ def quantize_graph(src: Path, dst: Path, feeds: list[dict[str, np.ndarray]], set
             raise QuantizeError(f"{src.name}: INT8 quantization failed: {e}") from e
     tmp.replace(dst)
     return {"pre_process": pre, "batches": len(feeds), "range_cache": f"{CACHE_DIR}/{cache.name}" if cache_ok else None}
+
+
+def activation_matmuls(path: Path) -> list[str]:
+    """Names of the MatMuls whose B is not a weight (attention's Q.K^T and P.V). ONNX Runtime's QDQ quantizer
+    does not apply MatMulConstBOnly (only its QOperator form does), so they are excluded by name."""
+    import onnx
+
+    model = onnx.load(str(path), load_external_data=False)
+    weights = {t.name for t in model.graph.initializer}
+    return [n.name for n in model.graph.node if n.op_type == "MatMul" and n.input[1] not in weights]
 
 
 def _pre_process(src: Path, work: Path, enabled: bool) -> tuple[Path, str]:
@@ -330,6 +361,9 @@ def calibrate(onnx_dir: str | Path, manifest_or_paths: Any, out_dir: str | Path,
                                         out / CACHE_DIR / f"{name}.json")
         else:
             shutil.copyfile(src / graph.filename, out / graph.filename)
+            data = src / (graph.filename + DATA_SUFFIX)  # its weights, when exported in the external-data format
+            if data.is_file():
+                shutil.copyfile(data, out / data.name)
             (out / CACHE_DIR / f"{name}.json").unlink(missing_ok=True)  # from an earlier run, if any
     spec.save(out / SPEC_FILE)
     OrtPerception(out, providers=[CPU], threads=threads)  # every file loads and matches the io spec
@@ -409,7 +443,8 @@ def compare_int8(fp32_dir: str | Path, int8_dir: str | Path, features: Any, thre
 
     label_agreement: share of clips with the same head argmax; accuracy_*: head accuracy on clips with a
     label in LABELS (None without labels); *_max_abs_diff / *_max_rel_diff (relative to max |fp32|) for the
-    fusion tokens (`fused`), the LLM tokens (`tokens`), `va` and `logits`.
+    fusion tokens (`fused`), the LLM tokens (`tokens`), `va` and `logits`; fused_min_cosine: the smallest per-clip
+    cosine similarity of the fusion tokens (what survives of them when labels are near-ties, as with random weights).
     """
     if as_io_spec(Path(fp32_dir) / SPEC_FILE) != as_io_spec(Path(int8_dir) / SPEC_FILE):
         raise ValueError(f"{fp32_dir} and {int8_dir} have different io specs (exports of different models?)")
@@ -426,7 +461,14 @@ def compare_int8(fp32_dir: str | Path, int8_dir: str | Path, features: Any, thre
         diff = float(np.abs(got[name] - ref[name]).max())
         report[f"{name}_max_abs_diff"] = diff
         report[f"{name}_max_rel_diff"] = diff / (float(np.abs(ref[name]).max()) + 1e-12)
+    report["fused_min_cosine"] = float(cosine_rows(ref["fused"], got["fused"]).min())
     return report
+
+
+def cosine_rows(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """(N,) cosine similarity of each clip's flattened tensor in `a` with the same clip's in `b`."""
+    a, b = a.reshape(len(a), -1).astype(np.float64), b.reshape(len(b), -1).astype(np.float64)
+    return (a * b).sum(1) / (np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1) + 1e-12)
 
 
 def _run_all(rt: OrtPerception, clips: Mapping[str, np.ndarray], batch_size: int) -> dict[str, np.ndarray]:

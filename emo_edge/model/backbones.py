@@ -18,6 +18,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from emo_edge.config import AudioEncoderConfig, ViTConfig
+
 WHISPER_MEL_STRIDE = 2  # mel frames per encoder token (conv1 stride 1, conv2 stride 2)
 
 
@@ -35,6 +37,11 @@ def _check_shape(p: Path, fields: dict[str, tuple[int, int]]) -> None:
         raise ValueError(f"{p}: config field(s) disagree with the model (config vs model): {bad}")
 
 
+def _mlp_width(cfg: ViTConfig | AudioEncoderConfig) -> int:
+    """The MLP's hidden width, as the built-in encoders round it."""
+    return int(round(cfg.width * cfg.mlp_ratio))
+
+
 def _freeze(module: nn.Module) -> nn.Module:
     for q in module.parameters():
         q.requires_grad_(False)
@@ -42,19 +49,31 @@ def _freeze(module: nn.Module) -> nn.Module:
 
 
 class SiglipTower(nn.Module):
-    """SigLIP vision tower from a local directory -> (B, G*G, W) patch tokens (SigLIP has no class token)."""
+    """SigLIP vision tower -> (B, G*G, W) patch tokens (SigLIP has no class token).
 
-    def __init__(self, path: str | Path, image_size: int, patch: int, width: int):
+    From `cfg.path` (a local directory, frozen), or, with `cfg.path` unset, built from the config's shapes with
+    random weights (`random_tower_config`): the cost of the graph without pretrained weights (`emo-edge init
+    --random-weights`), or the skeleton a checkpoint's saved weights are loaded into.
+    """
+
+    def __init__(self, cfg: ViTConfig, image_size: int):
         super().__init__()
         from transformers import SiglipVisionConfig, SiglipVisionModel
 
-        p = _model_dir(path, "vision encoder path")
-        config = SiglipVisionConfig.from_pretrained(str(p))
-        _check_shape(p, {"patch": (patch, config.patch_size), "width": (width, config.hidden_size)})
-        self.model = _freeze(SiglipVisionModel.from_pretrained(str(p), local_files_only=True))
+        if cfg.path is None:
+            config = SiglipVisionConfig(hidden_size=cfg.width, num_hidden_layers=cfg.depth,
+                                        num_attention_heads=cfg.heads, intermediate_size=_mlp_width(cfg),
+                                        image_size=image_size, patch_size=cfg.patch,
+                                        vision_use_head=False)  # the pooling head: we take the patch tokens
+            model, (mean, std) = SiglipVisionModel(config), ([0.5] * 3, [0.5] * 3)
+        else:
+            p = _model_dir(cfg.path, "vision encoder path")
+            config = SiglipVisionConfig.from_pretrained(str(p))
+            _check_shape(p, {"patch": (cfg.patch, config.patch_size), "width": (cfg.width, config.hidden_size)})
+            model, (mean, std) = SiglipVisionModel.from_pretrained(str(p), local_files_only=True), _pixel_stats(p)
+        self.model = _freeze(model)
         self.width, self.grid = config.hidden_size, image_size // config.patch_size
         self.native = image_size == config.image_size  # else the position embeddings are interpolated
-        mean, std = _pixel_stats(p)
         self.register_buffer("mean", torch.tensor(mean).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(std).view(1, 3, 1, 1), persistent=False)
 
@@ -79,29 +98,46 @@ def _pixel_stats(p: Path) -> tuple[list[float], list[float]]:
 
 
 class WhisperAudioEncoder(nn.Module):
-    """Whisper's encoder from a local directory; takes our scaled log-mel (B, n_mels, F) -> (B, Na, W).
+    """Whisper's encoder; takes our scaled log-mel (B, n_mels, F) -> (B, Na, W).
 
-    Whisper wants exactly 2 * max_source_positions mel frames (3000 = 30 s for the released models);
-    our frontend gives one more (a centred STFT), which is dropped.
+    From `cfg.path` (a local directory, frozen), or, with `cfg.path` unset, built from the config's shapes with
+    random weights (see `SiglipTower`). Whisper wants exactly 2 * max_source_positions mel frames (3000 = 30 s
+    for the released models); our frontend gives one more (a centred STFT), which is dropped. With
+    `cfg.cut_to_window` the positional table is cut to the window's positions (its first rows: the positions
+    of the window's mel frames are the same as those of a 30 s input's start), so the encoder costs the window.
     """
 
-    def __init__(self, path: str | Path, width: int, n_mels: int, n_mel_frames: int):
+    def __init__(self, cfg: AudioEncoderConfig, n_mels: int, n_mel_frames: int):
         super().__init__()
         from transformers import WhisperConfig, WhisperModel
+        from transformers.models.whisper.modeling_whisper import WhisperEncoder
 
-        p = _model_dir(path, "audio_encoder.path")
-        config = WhisperConfig.from_pretrained(str(p))
-        _check_shape(p, {"width": (width, config.d_model)})
-        self.n_frames = WHISPER_MEL_STRIDE * config.max_source_positions
-        if config.num_mel_bins != n_mels:
-            raise ValueError(f"audio_encoder.path {p}: the model takes {config.num_mel_bins} mel bins, "
-                             f"frontend.n_mels is {n_mels}")
+        window = n_mel_frames // WHISPER_MEL_STRIDE  # positions the window fills
+        if cfg.path is None:
+            where = "audio_encoder (arch whisper, random weights)"
+            config = WhisperConfig(num_mel_bins=n_mels, d_model=cfg.width, encoder_layers=cfg.depth,
+                                   encoder_attention_heads=cfg.heads, encoder_ffn_dim=_mlp_width(cfg),
+                                   max_source_positions=window if cfg.cut_to_window else 1500)
+            encoder = WhisperEncoder(config)
+        else:
+            p = _model_dir(cfg.path, "audio_encoder.path")
+            where = f"audio_encoder.path {p}"
+            config = WhisperConfig.from_pretrained(str(p))
+            _check_shape(p, {"width": (cfg.width, config.d_model)})
+            encoder = WhisperModel.from_pretrained(str(p), local_files_only=True).get_encoder()
+            if cfg.cut_to_window:
+                encoder = _cut_positions(encoder, window, where)
+        positions = encoder.config.max_source_positions
+        self.n_frames = WHISPER_MEL_STRIDE * positions
+        if encoder.config.num_mel_bins != n_mels:
+            raise ValueError(f"{where}: the model takes {encoder.config.num_mel_bins} mel bins, frontend.n_mels is "
+                             f"{n_mels}")
         if n_mel_frames not in (self.n_frames, self.n_frames + 1):
-            raise ValueError(f"audio_encoder.path {p}: the model takes {self.n_frames} mel frames, the frontend "
-                             f"gives {n_mel_frames}; set frontend.window_seconds to "
-                             f"{self.n_frames * 0.01:g} (at a 10 ms hop)")
-        self.encoder = _freeze(WhisperModel.from_pretrained(str(p), local_files_only=True).get_encoder())
-        self.width, self.n_tokens = config.d_model, config.max_source_positions
+            raise ValueError(f"{where}: the model takes {self.n_frames} mel frames, the frontend gives "
+                             f"{n_mel_frames}; set frontend.window_seconds to {self.n_frames * 0.01:g} (at a 10 ms "
+                             "hop), or audio_encoder.cut_to_window: true")
+        self.encoder = _freeze(encoder)
+        self.width, self.n_tokens = config.d_model, positions
 
     def train(self, mode: bool = True) -> WhisperAudioEncoder:
         super().train(mode)
@@ -110,3 +146,15 @@ class WhisperAudioEncoder(nn.Module):
 
     def forward(self, mel: torch.Tensor) -> torch.Tensor:  # (B, n_mels, F)
         return self.encoder(input_features=mel[..., : self.n_frames]).last_hidden_state  # (B, Na, W)
+
+
+def _cut_positions(encoder: nn.Module, n: int, where: str) -> nn.Module:
+    """The encoder with its positional table cut to its first `n` rows (and the config's input length with it)."""
+    table = encoder.embed_positions.weight
+    if n > table.shape[0]:
+        raise ValueError(f"{where}: the window needs {n} positions, the model has {table.shape[0]}")
+    encoder.config.max_source_positions = encoder.max_source_positions = n
+    cut = nn.Embedding(n, table.shape[1])
+    cut.weight.data.copy_(table.data[:n])
+    encoder.embed_positions = cut
+    return encoder

@@ -76,10 +76,11 @@ class Batch:
 
 
 class EmotionLLM(nn.Module):
-    def __init__(self, cfg: ModelConfig, llm: nn.Module, tok: Tokenizer):
+    def __init__(self, cfg: ModelConfig, llm: nn.Module, tok: Tokenizer, allow_random: bool = False):
         super().__init__()
         self.cfg, self.llm, self.tok = cfg, llm, tok
-        self.perception = Perception(cfg, llm.get_input_embeddings().embedding_dim)
+        # allow_random: SigLIP/Whisper-architecture encoders without a path get random weights (Perception)
+        self.perception = Perception(cfg, llm.get_input_embeddings().embedding_dim, allow_random)
         # chat: the tokenizer's chat-template text around the prompt (None: the bare prompt); each text span is
         # tokenized on its own, as the llama.cpp runtime does
         self.chat = tok.chat_frame() if cfg.llm.chat_template else None

@@ -116,12 +116,33 @@ class ViT(nn.Module):
 
 
 def vision_tower(cfg: ViTConfig, image_size: int) -> nn.Module:
-    """The built-in ViT, or a pretrained SigLIP tower when `cfg.path` names one: both (B, 3, S, S) -> (B, G*G, W)."""
-    if cfg.path is None:
+    """The built-in ViT, or a SigLIP tower (arch siglip: pretrained from `cfg.path`, else random weights, see
+    `check_weights`): both (B, 3, S, S) -> (B, G*G, W)."""
+    if cfg.arch == "builtin":
         return ViT(cfg, image_size)
     from emo_edge.model.backbones import SiglipTower
 
-    return SiglipTower(cfg.path, image_size, cfg.patch, cfg.width)
+    return SiglipTower(cfg, image_size)
+
+
+def random_towers(cfg: ModelConfig) -> list[str]:
+    """The config fields naming encoders of a pretrained architecture (SigLIP, Whisper) without a `path`: built
+    from the config, they have random weights."""
+    towers = {"image_encoder": cfg.image_encoder, "video_encoder.frame": cfg.video_encoder.frame,
+              "audio_encoder": cfg.audio_encoder}
+    return [f"{k} (arch {t.arch})" for k, t in towers.items() if t.arch != "builtin" and t.path is None]
+
+
+def check_weights(cfg: ModelConfig, allow_random: bool) -> None:
+    """Refuse to build pretrained-architecture encoders with random weights unless explicitly allowed.
+
+    A frozen SigLIP/Whisper tower without its weights computes noise at the real cost: fine for timing and
+    export (`emo-edge init --random-weights`, recorded as such), or as the skeleton a checkpoint's saved weights
+    load into (`load_checkpoint`); never silently in training or evaluation."""
+    missing = random_towers(cfg)
+    if missing and not allow_random:
+        raise ValueError(f"{', '.join(missing)}: no path to pretrained weights; set the path(s) to local model "
+                         "directories, or build with random weights explicitly (`emo-edge init --random-weights`)")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -197,13 +218,14 @@ class AudioEncoder(nn.Module):
 
 
 def audio_tower(cfg: ModelConfig) -> nn.Module:
-    """The built-in AudioEncoder, or a pretrained Whisper encoder when `audio_encoder.path` names one."""
+    """The built-in AudioEncoder, or a Whisper encoder (arch whisper: pretrained from `audio_encoder.path`, else
+    random weights, see `check_weights`)."""
     ac, fe = cfg.audio_encoder, cfg.frontend
-    if ac.path is None:
+    if ac.arch == "builtin":
         return AudioEncoder(cfg)
     from emo_edge.model.backbones import WhisperAudioEncoder
 
-    return WhisperAudioEncoder(ac.path, ac.width, fe.n_mels, fe.n_mel_frames)
+    return WhisperAudioEncoder(ac, fe.n_mels, fe.n_mel_frames)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -301,10 +323,15 @@ class Adapter(nn.Module):
 
 
 class Perception(nn.Module):
-    """Encoders + fusion + fast head + adapters. Inputs are float32 RGB in [0, 1] and scaled log-mel."""
+    """Encoders + fusion + fast head + adapters. Inputs are float32 RGB in [0, 1] and scaled log-mel.
 
-    def __init__(self, cfg: ModelConfig, llm_width: int):
+    allow_random: build SigLIP/Whisper-architecture encoders that have no `path` with random weights (see
+    `check_weights`); without it such a config raises.
+    """
+
+    def __init__(self, cfg: ModelConfig, llm_width: int, allow_random: bool = False):
         super().__init__()
+        check_weights(cfg, allow_random)
         self.cfg = cfg
         self.image_encoder = ImageEncoder(cfg)
         self.video_encoder = VideoEncoder(cfg)

@@ -44,7 +44,7 @@ def preset_summary(name: str) -> dict[str, Any]:
     cfg = load_preset(name).model
     with torch.device("meta"):
         llm = build_llm(cfg.llm)
-        perception = Perception(cfg, cfg.llm.hidden)
+        perception = Perception(cfg, cfg.llm.hidden, allow_random=True)  # meta tensors: shapes only, no weights
     return {"name": cfg.name, "params": component_counts(cfg, perception, llm), "tokens": cfg.tokens.__dict__}
 
 
@@ -57,4 +57,4 @@ def checkpoint_summary(path: str) -> dict[str, Any]:
     counts["llm (frozen)"] = sum(p.numel() for n, p in base.named_parameters() if "lora_" not in n)
     meta = read_meta(path)
     return {"name": model.cfg.name, "params": counts, "tokens": model.cfg.tokens.__dict__,
-            "meta": {k: meta[k] for k in ("preset", "seed", "wall_s", "data") if k in meta}}
+            "meta": {k: meta[k] for k in ("preset", "seed", "wall_s", "data", "random_weights") if k in meta}}

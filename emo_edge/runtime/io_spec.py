@@ -32,6 +32,7 @@ from emo_edge.labels import LABELS
 BATCH = "batch"  # the one dynamic axis, always axis 0
 GRAPHS: tuple[str, ...] = ("image_encoder", "video_encoder", "audio_encoder", "fusion")
 SPEC_FILE = "io_spec.json"  # written next to the .onnx files by the exporter
+DATA_SUFFIX = ".data"  # a graph exported in ONNX's external-data format keeps its weights in <file>.data
 # how `dummy_inputs` draws values: unit [0, 1), signed [-1, 1), normal N(0, 1), mask {0, 1} with
 # at least one 1 per row, pixels uint8 [0, 255]
 SAMPLERS: tuple[str, ...] = ("unit", "signed", "normal", "mask", "pixels")
@@ -103,8 +104,13 @@ class IOSpec:
 # ---------------------------------------------------------------------------------------------
 
 
-def audio_tokens(n_mel_frames: int, downsample: int) -> int:
-    """Audio tokens after the conv stem: each stride-2 conv (k=3, pad=1) maps n -> ceil(n / 2)."""
+def audio_tokens(n_mel_frames: int, downsample: int, arch: str = "builtin") -> int:
+    """Audio tokens after the conv stem: each stride-2 conv (k=3, pad=1) maps n -> ceil(n / 2).
+
+    A Whisper encoder takes an even count of mel frames (the centred STFT's extra last frame is dropped) and
+    gives one token per two."""
+    if arch == "whisper":
+        return n_mel_frames // 2
     n = n_mel_frames
     for _ in range(downsample.bit_length() - 1):  # log2(downsample) strided convs
         n = (n - 1) // 2 + 1
@@ -123,7 +129,8 @@ def sizes(cfg: ModelConfig, llm_width: int | None = None) -> dict[str, int]:
         "S": fe.image_size, "s": fe.frame_size, "T": fe.n_frames, "n_mels": fe.n_mels, "F": fe.n_mel_frames,
         "Ni": (fe.image_size // cfg.image_encoder.patch) ** 2, "Wi": cfg.image_encoder.width,
         "Nv": fe.n_frames * vc.tokens_per_frame, "Wv": vc.frame.width,
-        "Na": audio_tokens(fe.n_mel_frames, cfg.audio_encoder.downsample), "Wa": cfg.audio_encoder.width,
+        "Na": audio_tokens(fe.n_mel_frames, cfg.audio_encoder.downsample, cfg.audio_encoder.arch),
+        "Wa": cfg.audio_encoder.width,
         "Nf": cfg.fusion.n_tokens, "D": cfg.fusion.dim, "L": len(LABELS), "Ntok": cfg.tokens.total, "H": llm_width,
     }
 

@@ -31,7 +31,7 @@ BACKENDS: tuple[str, ...] = ("onnxruntime", "tensorrt")
 TRT_EP, CUDA_EP, CPU_EP = "TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"
 PROVIDERS: tuple[str, ...] = (TRT_EP, CUDA_EP, CPU_EP)
 LLM_QUANTS: tuple[str, ...] = ("f16", "q8_0", "q4_k_m")
-INT8_LAYOUTS: tuple[str, ...] = ("auto", "tensorrt", "cpu")
+INT8_LAYOUTS: tuple[str, ...] = ("auto", "tensorrt", "cpu", "transformer")
 
 
 def _one_of(where: str, value: Any, options: tuple[str, ...]) -> None:
@@ -54,8 +54,9 @@ class PerceptionProfile:
     providers: list[str] = field(default_factory=lambda: [CPU_EP])
     threads: int = 2  # intra-op threads per ONNX Runtime session
     precision: dict[str, str] = field(default_factory=lambda: dict.fromkeys(GRAPHS, "fp32"))
-    # the QDQ layout of the int8 graphs (`emo_edge.export.quantize`): tensorrt | cpu | auto (tensorrt when the
-    # profile runs TensorRT, else cpu, whose integer kernels ONNX Runtime's CPU provider fuses)
+    # the QDQ layout of the int8 graphs (`emo_edge.export.quantize`): tensorrt | cpu | transformer | auto (tensorrt
+    # when the profile runs TensorRT, else cpu, whose integer kernels ONNX Runtime's CPU provider fuses; transformer:
+    # CPU kernels for the weight MatMuls of transformer encoders)
     int8_layout: str = "auto"
 
     def __post_init__(self) -> None:
