@@ -94,11 +94,13 @@ def test_sample_batch_hides_the_attributes_of_a_dropped_stream(v2_features):
 def test_attribute_loss_reaches_the_attribute_head(tiny_ckpt, v2_features, weight):
     """One window's backward: the attribute head gets a gradient exactly when the attribute loss is
     weighted in (the head, probes and fusion get theirs either way)."""
-    from emo_edge.checkpoint import load_checkpoint
+    from emo_edge.config import load_model_config
     from emo_edge.train.data import sample_batch
-    from emo_edge.train.loop import Dist, window_backward
+    from emo_edge.train.loop import Dist, build_model, window_backward
 
-    model = load_checkpoint(tiny_ckpt)
+    cfg = load_model_config(tiny_ckpt / "config.yaml")
+    cfg.head.attributes = len(ATTRIBUTES)  # the tiny preset has no attribute head; this model does (fresh)
+    model = build_model(cfg, tiny_ckpt, resume_lora=False)
     model.train()
     for p in model.perception.parameters():
         p.requires_grad_(True)

@@ -49,7 +49,6 @@ from rich.progress import (
     TimeElapsedColumn,
     TimeRemainingColumn,
 )
-from scipy.signal import resample_poly
 
 from emo_edge.audio import SAMPLE_RATE  # Hz, of the written wav
 from emo_edge.data import synth_text as txt
@@ -209,6 +208,8 @@ def render_audio(rng: np.random.Generator, family: str, text: str) -> tuple[np.n
     }
     spoken = text.rstrip(".!?") + fam.punct
     x = speak(spoken, p["voice"], p["pitch"], p["wpm"], p["amplitude"], p["pitch_range"])
+    from scipy.signal import resample_poly  # here: scipy.stats, imported with it, breaks where torch is blocked
+
     x = resample_poly(x, *RESAMPLE).astype(np.float32)
     if fam.tremble:
         x, trem = _tremble(x, rng)

@@ -36,7 +36,6 @@ from xml.sax.saxutils import escape
 import cv2
 import numpy as np
 import soundfile as sf
-from scipy.signal import resample_poly
 
 from emo_edge.data import synth as s1
 from emo_edge.data import synth_text as txt
@@ -188,6 +187,8 @@ def render_audio(rng: np.random.Generator, family: str, text: str, attrs: dict[s
     spoken = text.rstrip(".!?") + CONTOUR_PUNCT[attrs["contour"]]
     body = _ssml_with_pause(spoken, p["pause_ms"] > 0, p["pause_ms"])
     x = s1.speak_ssml(body, spoken, p["voice"], p["pitch"], p["wpm"], p["amplitude"], p["pitch_range"])
+    from scipy.signal import resample_poly  # here: scipy.stats, imported with it, breaks where torch is blocked
+
     x = resample_poly(x, *s1.RESAMPLE).astype(np.float32)
     x = _contour(x, p["contour"])
     if fam.tremble:
