@@ -240,7 +240,8 @@ def validate(model: EmotionLLM, fs: FeatureSet, n_llm: int = 48) -> dict[str, fl
     aux = {f"val_{k}_only_acc": float(c) / len(fs) for k, c in zip(FUSED, aux_correct, strict=True)}
     llm = {"val_llm_acc": llm_correct / n_asked} if n_asked else {}
     n_known = (attr_truth >= 0).sum()
-    attr = {"val_attr_acc": float(attr_hit.sum() / n_known)} if n_known and attr_hit.any() else {}
+    has_head = model.perception.attributes is not None  # an all-wrong head still reports its 0.0
+    attr = {"val_attr_acc": float(attr_hit.sum() / n_known)} if n_known and has_head else {}
     return {"val_head_acc": correct / len(fs), **llm, **aux, **attr}
 
 
