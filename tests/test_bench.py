@@ -166,7 +166,37 @@ def test_projection_uses_published_peaks():
     assert agx.bandwidth_gb_s == 204.8 and math.isclose(agx.fp32_tflop_s, 5.3248) and all(x.sources for x in DEVICES)
     with pytest.raises(ValueError):
         project({}, d, "int4")
-    assert Peaks(1e9, 2e9, 3e9).to_dict() == {"fp32_matmul_gflop_s": 1.0, "bf16_matmul_gflop_s": 2.0, "copy_gb_s": 3.0}
+    assert Peaks(1e9, 2e9, 3e9).to_dict() == {"fp32_matmul_gflop_s": 1.0, "bf16_matmul_gflop_s": 2.0, "copy_gb_s": 3.0,
+                                              "int8_matmul_gop_s": None}
+
+
+def test_int8_stages_are_held_to_the_int8_gemm_roof():
+    """An INT8 perception backend's bound uses the measured int8 GEMM peak, fp32 backends (and the GGUF LLM) the fp32
+    matmul peak; without an int8 measurement every stage falls back to the fp32 roof."""
+    from emo_edge.bench.analysis import roofline_rows
+
+    cost = Cost(flops=4 * 10**9, bytes=10**6, unfused_bytes=10**6, param_bytes=0)
+    backends = [{"backend": f"ort-cpu-{p}", "kind": "perception", "precision": p,
+                 "stages": {"perception": {"p50_ms": 100.0}}} for p in ("fp32", "int8")]
+    backends.append({"backend": "llama.cpp-q8_0", "kind": "llm", "precision": "q8_0",
+                     "stages": {"prefill": {"p50_ms": 100.0}}})
+    costs = {"perception:fp32": {"perception": cost}, "perception:int8": {"perception": cost},
+             "llm:q8_0": {"prefill": cost}}
+    rows = {r["backend"]: r for r in roofline_rows(backends, costs, Peaks(1e11, 2e11, 1e10, 4e11))}
+    assert rows["ort-cpu-fp32"]["bound_ms"] == pytest.approx(40.0)  # 4 GFLOP at 100 GFLOP/s
+    assert rows["ort-cpu-int8"]["bound_ms"] == pytest.approx(10.0) and rows["ort-cpu-int8"]["compute_roof"] == "int8"
+    assert rows["llama.cpp-q8_0"]["bound_ms"] == pytest.approx(40.0)
+    assert rows["ort-cpu-int8"]["fraction_of_bound"] == pytest.approx(0.1)
+    fallback = {r["backend"]: r for r in roofline_rows(backends, costs, Peaks(1e11, 2e11, 1e10))}
+    assert fallback["ort-cpu-int8"]["bound_ms"] == pytest.approx(40.0)
+    assert fallback["ort-cpu-int8"]["compute_roof"] == "fp32"
+
+
+def test_int8_gemm_rate_runs_onnxruntime_integer_gemm():
+    from emo_edge.bench.roofline import int8_gemm_rate
+
+    rate = int8_gemm_rate(threads=1, n=128, reps=2)
+    assert rate is not None and rate > 1e8  # 4 M integer ops in well under 40 ms on any CPU that runs the suite
 
 
 def test_budgets_resolve_and_subset_masks():

@@ -131,12 +131,14 @@ def roofline_rows(backends: list[dict[str, Any]], costs: dict[str, dict], peaks:
     rows = []
     for b in backends:
         key = f"{b['kind']}:{'int8' if b['precision'] == 'int8' else b['precision'] if b['kind'] == 'llm' else 'fp32'}"
+        roof = peaks.compute_peak("int8" if b["kind"] == "perception" and b["precision"] == "int8" else "fp32")
         for stage, cost in costs.get(key, {}).items():
             if stage not in b["stages"]:
                 continue
             p50 = b["stages"][stage]["p50_ms"]
             rows.append({"backend": b["backend"], "stage": stage, "p50_ms": p50, **cost.to_dict(),
-                         **achieved(cost, p50, peaks.fp32_flop_s, peaks.copy_byte_s)})
+                         "compute_roof": "int8" if roof != peaks.fp32_flop_s else "fp32",
+                         **achieved(cost, p50, roof, peaks.copy_byte_s)})
     return rows
 
 

@@ -91,14 +91,17 @@ def _roofline_md(results: dict[str, Any]) -> str:
         return "Roofline not measured (run without --no-peaks)."
     p = r["peaks"]
     head = (f"Peaks measured in this run: fp32 matmul {p['fp32_matmul_gflop_s']:.1f} GFLOP/s, bf16 matmul "
-            f"{p['bf16_matmul_gflop_s']:.1f} GFLOP/s, copy {p['copy_gb_s']:.2f} GB/s. Bound: {r['bound']}.")
+            f"{p['bf16_matmul_gflop_s']:.1f} GFLOP/s, "
+            + (f"int8 GEMM {p['int8_matmul_gop_s']:.1f} GOP/s, " if p.get("int8_matmul_gop_s") else "")
+            + f"copy {p['copy_gb_s']:.2f} GB/s. Bound: {r['bound']}.")
     if not r.get("stages"):
         return head + "\n\n" + r.get("why_missing", "")
     rows = [[s["backend"], s["stage"], _f(s["flops"] / 1e6, 1), _f(s["bytes"] / 2**20, 2),
              _f(s["intensity_flop_per_byte"], 1), _f(s["p50_ms"]), _f(s["achieved_gflop_s"], 2), _f(s["bound_ms"], 3),
-             s["limiter"], f"{s['fraction_of_bound'] * 100:.1f} %", s["reason"] or "-"] for s in r["stages"]]
+             f"{s['limiter']} ({s.get('compute_roof', 'fp32')})", f"{s['fraction_of_bound'] * 100:.1f} %",
+             s["reason"] or "-"] for s in r["stages"]]
     return head + "\n\n" + table(["backend", "stage", "MFLOP", "MiB", "FLOP/B", "p50 ms", "GFLOP/s", "bound ms",
-                                  "limiter", "of bound", "why far below (<10 %) or above"], rows)
+                                  "limiter (compute roof)", "of bound", "why far below (<10 %) or above"], rows)
 
 
 def _op_times_md(results: dict[str, Any], top: int = 8) -> str:

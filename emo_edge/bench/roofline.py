@@ -27,10 +27,18 @@ class Peaks:
     fp32_flop_s: float
     bf16_flop_s: float
     copy_byte_s: float
+    int8_op_s: float | None = None  # ONNX Runtime's integer GEMM (uint8 x int8), when onnxruntime is installed
 
-    def to_dict(self) -> dict[str, float]:
+    def to_dict(self) -> dict[str, float | None]:
         return {"fp32_matmul_gflop_s": self.fp32_flop_s / 1e9, "bf16_matmul_gflop_s": self.bf16_flop_s / 1e9,
-                "copy_gb_s": self.copy_byte_s / 1e9}
+                "copy_gb_s": self.copy_byte_s / 1e9,
+                "int8_matmul_gop_s": None if self.int8_op_s is None else self.int8_op_s / 1e9}
+
+    def compute_peak(self, precision: str) -> float:
+        """The compute roof of a stage run at `precision`: int8 stages (the bundle's QDQ graphs, whose weight
+        MatMuls run as integer GEMMs) are held to the integer GEMM peak when it was measured, everything else
+        to the fp32 matmul peak."""
+        return self.int8_op_s if precision == "int8" and self.int8_op_s else self.fp32_flop_s
 
 
 def _best_rate(work: float, fn: Callable[[], Any], reps: int) -> float:
@@ -44,8 +52,31 @@ def _best_rate(work: float, fn: Callable[[], Any], reps: int) -> float:
     return work / best
 
 
+def int8_gemm_rate(threads: int, n: int = 2048, reps: int = 5) -> float | None:
+    """Integer multiply-adds per second (2 ops each) of ONNX Runtime's CPU MatMulInteger on uint8 (n, n) x int8
+    (n, n): the kernel family (MLAS U8S8 GEMM, VNNI where the CPU has it) that runs the INT8 layouts' weight
+    MatMuls. None without onnxruntime."""
+    try:
+        import onnxruntime as ort
+        from onnx import TensorProto, helper, numpy_helper
+    except ImportError:
+        return None
+    rng = np.random.default_rng(0)
+    b = numpy_helper.from_array(rng.integers(-128, 128, (n, n), dtype=np.int8), "B")
+    graph = helper.make_graph([helper.make_node("MatMulInteger", ["A", "B"], ["Y"])], "int8_gemm",
+                              [helper.make_tensor_value_info("A", TensorProto.UINT8, [n, n])],
+                              [helper.make_tensor_value_info("Y", TensorProto.INT32, [n, n])], [b])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = threads
+    sess = ort.InferenceSession(model.SerializeToString(), sess_options=opts, providers=["CPUExecutionProvider"])
+    a = rng.integers(0, 256, (n, n), dtype=np.uint8)
+    return _best_rate(2.0 * n**3, lambda: sess.run(None, {"A": a}), reps)
+
+
 def measure_peaks(threads: int, n: int = 2048, copy_mb: int = 256, reps: int = 5) -> Peaks:
-    """Large square matmuls (fp32, bf16) through torch and a large numpy copy (read + write counted)."""
+    """Large square matmuls (fp32, bf16) through torch, the int8 GEMM through ONNX Runtime and a large numpy
+    copy (read + write counted)."""
     import torch
 
     torch.set_num_threads(threads)
@@ -58,7 +89,7 @@ def measure_peaks(threads: int, n: int = 2048, copy_mb: int = 256, reps: int = 5
     src = np.ones(copy_mb * 2**20 // 8, dtype=np.float64)
     dst = np.empty_like(src)
     copy = _best_rate(2.0 * src.nbytes, lambda: np.copyto(dst, src), reps)
-    return Peaks(fp32, bf16, copy)
+    return Peaks(fp32, bf16, copy, int8_gemm_rate(threads, n, reps))
 
 
 def bound_s(cost: Cost, flop_s: float, byte_s: float) -> float:

@@ -443,8 +443,10 @@ def _roofline(cfg: BenchConfig, m: Manifest, backends: list[dict[str, Any]], pea
 
     ckpt = cfg.checkpoint or m.checkpoint.path
     out: dict[str, Any] = {"peaks": peaks.to_dict(),
-                           "bound": "max(FLOPs / fp32 matmul peak, compulsory bytes / copy bandwidth), both measured "
-                                    "in this run; INT8 and GGUF stages are held to the same fp32 roof"}
+                           "bound": "max(FLOPs / compute peak, compulsory bytes / copy bandwidth), all measured in "
+                                    "this run; the compute peak is ONNX Runtime's int8 GEMM for the INT8 perception "
+                                    "(when measured; every FLOP of those graphs held to it, so a lower bound) and "
+                                    "the fp32 matmul for everything else, GGUF stages included"}
     try:
         from emo_edge.checkpoint import load_checkpoint
 
