@@ -191,6 +191,8 @@ def test_paper_shaped_encoders_export_with_external_data(tmp_path):
         graph, data = tmp_path / rec["file"], tmp_path / rec["data"]
         assert rec["data"] == rec["file"] + ".data" and data.stat().st_size > 1_000_000, name
         assert graph.stat().st_size < data.stat().st_size / 10, name  # the weights live in the .data file
+        # readable by whoever can read the graph (a node running as another user loads both)
+        assert data.stat().st_mode & 0o777 == graph.stat().st_mode & 0o777, name
     assert report["parity"]["worst"]["max_rel_err"] <= 1e-4
     assert json.loads((tmp_path / "io_spec.json").read_text())["graphs"]["image_encoder"]
 

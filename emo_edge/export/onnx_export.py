@@ -16,6 +16,7 @@ Parity metric, per output tensor:
 
 from __future__ import annotations
 
+import stat
 import tempfile
 import warnings
 from collections.abc import Mapping
@@ -159,6 +160,8 @@ def export_graph(perception: Perception, graph: GraphSpec, path: Path, opset: in
         else:
             data.unlink(missing_ok=True)  # from an earlier export of a larger model
         tmp.replace(path)
+        if external:  # onnx creates the weights file owner-only; it gets the graph's permissions
+            data.chmod(stat.S_IMODE(path.stat().st_mode))
 
 
 def external_data_path(path: Path) -> Path:
