@@ -203,7 +203,8 @@ def read_meta(path: str | Path) -> dict[str, Any]:
 def init_checkpoint(preset: str | Path, out: str | Path, random_weights: bool = False, llm_from: str | Path = "default",
                     seed: int = 0) -> Path:
     """An untrained checkpoint of `preset`'s architecture: perception with random weights, the LLM (and LoRA, and
-    their config sections) of the checkpoint `llm_from` (the toy LLM of the shipped default), or the preset's
+    their config sections) of the checkpoint `llm_from` (the toy LLM of the shipped default; or `edge-gemma`,
+    whose LLM is Gemma 3 270M from its package, recorded by sha256 like a trained checkpoint's), or the preset's
     `llm.path` when it names one.
 
     For timing and exporting real-size graphs without their pretrained weights (the cost of a graph does not
@@ -231,16 +232,24 @@ def init_checkpoint(preset: str | Path, out: str | Path, random_weights: bool = 
 
         src_cfg = load_model_config(src / CONFIG_FILE)
         cfg.llm, cfg.lora = src_cfg.llm, src_cfg.lora  # the LLM (and its trained vocabulary) is the source's
-    base = src / LLM_DIR if src is not None else llm_source(cfg.llm.path)
+        base = llm_dir(src, cfg.llm.path)  # its own llm/ (stage 0), or the backbone its llm.path names
+        check_source(src, base)
+    else:
+        base = llm_source(cfg.llm.path)
     torch.manual_seed(seed)
     model = EmotionLLM(cfg, load_llm(base), Tokenizer(base), allow_random=True)
     out.mkdir(parents=True)
     save_yaml(cfg, out / CONFIG_FILE)
     save_perception(model, out)
     if src is not None:
-        shutil.copytree(src / LLM_DIR, out / LLM_DIR)
+        if base == src / LLM_DIR:
+            shutil.copytree(src / LLM_DIR, out / LLM_DIR)
         if (src / LORA_DIR).is_dir():
             shutil.copytree(src / LORA_DIR, out / LORA_DIR)
-    save_meta(out, {"preset": str(preset), "seed": seed, META_RANDOM: True, "random_towers": random_towers(cfg),
-                    "llm_from": str(src) if src is not None else cfg.llm.path, "stages_run": []})
+    meta = {"preset": str(preset), "seed": seed, META_RANDOM: True, "random_towers": random_towers(cfg),
+            "llm_from": str(src) if src is not None else cfg.llm.path, "stages_run": []}
+    record = source_record(base)
+    if record is not None:
+        meta[META_LLM_SOURCE] = record
+    save_meta(out, meta)
     return out

@@ -141,8 +141,9 @@ def init(
     random_weights: Annotated[bool, typer.Option(help="required: the perception gets random weights (recorded in "
                                                       "meta.json and any bundle's manifest); for timing and export")]
     = False,
-    llm_from: Annotated[str, typer.Option(help="checkpoint whose LLM and LoRA are copied, or 'default' (ignored "
-                                               "when the preset's llm.path names a backbone)")] = "default",
+    llm_from: Annotated[str, typer.Option(help="checkpoint whose LLM and LoRA are taken: 'default' (the toy LLM), "
+                                               "'edge-gemma' (Gemma 3 270M from its package) or a directory; "
+                                               "ignored when the preset's llm.path names a backbone")] = "default",
     seed: Annotated[int, typer.Option(help="seed of the random weights")] = 0,
 ) -> None:
     """Build an untrained checkpoint of a preset's architecture (real-size graphs without their weights)."""

