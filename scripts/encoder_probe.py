@@ -1,0 +1,105 @@
+"""Can one view's encoder learn the label on its own? An encoder of edge-small (or a variant of it) and a linear
+probe on its mean token, trained with cross-entropy on one view of a SynthEmo split's cached features, validated
+every 50 steps. This is how the temporal view's failure was traced (docs/synthemo-v2-training.md):
+
+    python scripts/encoder_probe.py --data data/synthemo-v2 --variant video        # frames, 1 token per frame
+    python scripts/encoder_probe.py --data data/synthemo-v2 --variant video-k16    # frames, every patch token
+    python scripts/encoder_probe.py --data data/synthemo-v2 --variant image        # the peak frame, 112 px
+
+Variants: image (peak frame, image encoder), image64 / image64-d0 (the peak frame at the frames' 64 px, depth 1 / 0),
+video (the temporal view as configured: tokens_per_frame 1), video-k4 / video-k16 (4 / 16 tokens per frame into the
+temporal blocks), video-d1 (a transformer block per frame), video-t0 (no temporal blocks), video-1frame (the middle
+frame only). Needs the split's feature cache (any `emo-edge train` or `eval` on the directory writes it).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from emo_edge.config import ModelConfig, load_preset
+from emo_edge.data.features import load_features
+from emo_edge.model.perception import ImageEncoder, VideoEncoder
+from emo_edge.train.augment import augment_views
+
+VARIANTS = ("image", "image64", "image64-d0", "video", "video-k4", "video-k16", "video-d1", "video-t0", "video-1frame")
+
+
+def variant_config(cfg: ModelConfig, variant: str) -> ModelConfig:
+    """edge-small's model config changed as the variant says."""
+    vc, fe, r = cfg.video_encoder, cfg.frontend, dataclasses.replace
+    changes = {
+        "image64": {"frontend": r(fe, image_size=fe.frame_size)},
+        "image64-d0": {"frontend": r(fe, image_size=fe.frame_size), "image_encoder": r(cfg.image_encoder, depth=0)},
+        "video-k4": {"video_encoder": r(vc, tokens_per_frame=4)},
+        "video-k16": {"video_encoder": r(vc, tokens_per_frame=(fe.frame_size // vc.frame.patch) ** 2)},
+        "video-d1": {"video_encoder": r(vc, frame=r(vc.frame, depth=1))},
+        "video-t0": {"video_encoder": r(vc, temporal_depth=0)},
+        "video-1frame": {"frontend": r(fe, n_frames=1), "tokens": r(cfg.tokens, video=1)},
+    }
+    return r(cfg, **changes.get(variant, {}))
+
+
+def view(frames: np.ndarray, image: np.ndarray, variant: str, size: int) -> torch.Tensor:
+    """The variant's input tensor from uint8 views: (B, 3, S, S) for an image variant, else (B, T, 3, s, s)."""
+    if variant.startswith("image"):
+        if image.shape[1] != size:
+            image = np.stack([cv2.resize(x, (size, size), interpolation=cv2.INTER_AREA) for x in image])
+        return torch.from_numpy(np.ascontiguousarray(image)).permute(0, 3, 1, 2).float() / 255.0
+    if variant == "video-1frame":
+        frames = frames[:, frames.shape[1] // 2 :][:, :1]
+    return torch.from_numpy(np.ascontiguousarray(frames)).permute(0, 1, 4, 2, 3).float() / 255.0
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--data", type=Path, required=True, help="SynthEmo directory with train.jsonl and val.jsonl")
+    ap.add_argument("--variant", choices=VARIANTS, default="video")
+    ap.add_argument("--steps", type=int, default=400)
+    ap.add_argument("--batch", type=int, default=32)
+    ap.add_argument("--lr", type=float, default=1e-3)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--seed", type=int, default=0)
+    args = ap.parse_args(argv)
+    torch.manual_seed(args.seed)
+    torch.set_num_threads(args.threads)
+    base = load_preset("edge-small").model
+    cfg = variant_config(base, args.variant)
+    # the views as edge-small cuts them (its cache); `view` resizes or slices them for the variant
+    train = load_features(args.data / "train.jsonl", base.frontend, progress=False)
+    val = load_features(args.data / "val.jsonl", base.frontend, progress=False)
+    enc: nn.Module = ImageEncoder(cfg) if args.variant.startswith("image") else VideoEncoder(cfg)
+    probe = nn.Linear(enc.width, int(train.labels.max()) + 1)
+    opt = torch.optim.AdamW([*enc.parameters(), *probe.parameters()], lr=args.lr, weight_decay=0.01)
+    rng = np.random.default_rng(args.seed)
+    size = cfg.frontend.image_size
+    t0 = time.perf_counter()
+    for step in range(1, args.steps + 1):
+        idx = rng.choice(len(train.labels), args.batch, replace=False)
+        frames, image = augment_views(train.frames[idx], train.image[idx], rng)
+        loss = F.cross_entropy(probe(enc(view(frames, image, args.variant, size)).mean(1)),
+                               torch.from_numpy(train.labels[idx]))
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        if step % 50 == 0 or step == args.steps:
+            enc.eval()
+            with torch.no_grad():
+                hits = sum(int((probe(enc(view(val.frames[s:s + 100], val.image[s:s + 100], args.variant, size))
+                                      .mean(1)).argmax(-1).numpy() == val.labels[s:s + 100]).sum())
+                           for s in range(0, len(val.labels), 100))
+            enc.train()
+            print(f"{args.variant} step {step} train loss {loss.item():.3f} val acc {hits / len(val.labels):.3f} "
+                  f"({time.perf_counter() - t0:.0f} s)", flush=True)
+
+
+if __name__ == "__main__":
+    main()
