@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import hashlib
+import os
+import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -25,3 +27,19 @@ def atomic_write(path: Path, write: Callable[[Path], Any]) -> None:
         tmp.unlink(missing_ok=True)
         raise
     tmp.replace(path)
+
+
+def current_umask() -> int:
+    """The process's file-mode creation mask (read by setting it and putting it back)."""
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def staging_dir(parent: Path, prefix: str) -> Path:
+    """A new uniquely named directory in `parent`, to be filled and then renamed into place, with the permissions a
+    plain mkdir gives. mkdtemp's are owner-only, which a bundle must not keep: the node that loads it may run as
+    another user, or the bundle be copied to the robot with its modes."""
+    d = Path(tempfile.mkdtemp(prefix=prefix, dir=parent))
+    d.chmod(0o777 & ~current_umask())
+    return d

@@ -195,6 +195,15 @@ def test_nano_bundle_records_its_target(nano_bundle: Path) -> None:
     assert m.target.perception.precision["fusion"] == "fp16" and m.engines == []
 
 
+def test_bundle_directory_is_readable_like_any_other(nano_bundle: Path) -> None:
+    """The bundle is built in a staging directory and renamed into place: it must not keep mkdtemp's owner-only
+    mode (a node running as another user, or a copy made with its modes, could not read it)."""
+    from emo_edge.fileio import current_umask
+
+    assert nano_bundle.stat().st_mode & 0o777 == 0o777 & ~current_umask()
+    assert all(p.stat().st_mode & 0o044 == 0o044 & ~current_umask() for p in nano_bundle.rglob("*"))
+
+
 def test_nano_bundle_refuses_here_and_runs_with_fallback(nano_bundle: Path) -> None:
     import numpy as np
 

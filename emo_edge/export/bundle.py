@@ -22,6 +22,7 @@ from typing import Any
 from rich.console import Console
 
 from emo_edge import __version__, resources
+from emo_edge.fileio import staging_dir
 from emo_edge.labels import LABELS
 from emo_edge.prompts import prompt_record
 from emo_edge.runtime.bundle import file_table, load_bundle, write_manifest
@@ -107,7 +108,7 @@ def build_bundle(
     model = load_checkpoint(ckpt, merge=llm_form == "merged")
     profile.check_model(model.cfg)
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=out.parent))
+    tmp = staging_dir(out.parent, f".{out.name}.partial-")
     try:
         with tempfile.TemporaryDirectory() as work:
             clips = _parity_clips(model.cfg, data, parity_clips, Path(work))

@@ -16,12 +16,11 @@ from __future__ import annotations
 import dataclasses
 import os
 import shutil
-import tempfile
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-from emo_edge.fileio import sha256_file
+from emo_edge.fileio import sha256_file, staging_dir
 from emo_edge.runtime.bundle import check_engines, read_manifest, verify_files, write_manifest
 from emo_edge.runtime.io_spec import GRAPHS
 from emo_edge.runtime.manifest import BundleError, EngineMeta, EngineRecord, Manifest
@@ -68,7 +67,7 @@ def build_engines(bundle: str | Path, builder: Builder | None = None,
         builder = build_engine
     manifest = read_manifest(root)
     verify_files(root, manifest)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{root.name}.engines-", dir=root.parent))
+    tmp = staging_dir(root.parent, f".{root.name}.engines-")
     try:
         shutil.copytree(root, tmp, copy_function=_link, dirs_exist_ok=True)
         new = _build_into(tmp, manifest, builder)
