@@ -10,7 +10,7 @@
 #   3. emo-edge bench -> $OUT/results.json (targets: the issue's ratios), results.md; the docs page's edge-base section
 # Env: ROUNDS (default 6), REPS (timed repetitions per stage, default 10), DATA (SynthEmo v2 with val/test splits),
 # LLM_FROM (see 1.), CKPT, BUNDLE, OUT, DOCS.
-# Run it on a quiet machine: 53 min on 2 cores with ROUNDS=6 and Gemma (export included; ~30 min with the toy LLM);
+# Run it on a quiet machine: 53 min on 2 cores with ROUNDS=6 and Gemma (export included; 21 min with the toy LLM);
 # ROUNDS=1 REPS=3 for a smoke run.
 set -euo pipefail
 cd "$(dirname "$0")/.."
