@@ -45,6 +45,7 @@ import dataclasses
 import inspect
 import json
 import shutil
+import stat
 import tempfile
 import warnings
 from collections.abc import Mapping, Sequence
@@ -304,6 +305,8 @@ def quantize_graph(src: Path, dst: Path, feeds: list[dict[str, np.ndarray]], set
             tmp.unlink(missing_ok=True)
             raise QuantizeError(f"{src.name}: INT8 quantization failed: {e}") from e
     tmp.replace(dst)
+    if cache_ok and cache.is_file():  # ONNX Runtime writes its range cache owner-only; it ships in the bundle
+        cache.chmod(stat.S_IMODE(dst.stat().st_mode))
     return {"pre_process": pre, "batches": len(feeds), "range_cache": f"{CACHE_DIR}/{cache.name}" if cache_ok else None}
 
 
