@@ -16,7 +16,7 @@ Parity metric, per output tensor:
 
 from __future__ import annotations
 
-import stat
+import shutil
 import tempfile
 import warnings
 from collections.abc import Mapping
@@ -161,7 +161,7 @@ def export_graph(perception: Perception, graph: GraphSpec, path: Path, opset: in
             data.unlink(missing_ok=True)  # from an earlier export of a larger model
         tmp.replace(path)
         if external:  # onnx creates the weights file owner-only; it gets the graph's permissions
-            data.chmod(stat.S_IMODE(path.stat().st_mode))
+            shutil.copymode(path, data)
 
 
 def external_data_path(path: Path) -> Path:

@@ -45,7 +45,6 @@ import dataclasses
 import inspect
 import json
 import shutil
-import stat
 import tempfile
 import warnings
 from collections.abc import Mapping, Sequence
@@ -306,7 +305,7 @@ def quantize_graph(src: Path, dst: Path, feeds: list[dict[str, np.ndarray]], set
             raise QuantizeError(f"{src.name}: INT8 quantization failed: {e}") from e
     tmp.replace(dst)
     if cache_ok and cache.is_file():  # ONNX Runtime writes its range cache owner-only; it ships in the bundle
-        cache.chmod(stat.S_IMODE(dst.stat().st_mode))
+        shutil.copymode(dst, cache)
     return {"pre_process": pre, "batches": len(feeds), "range_cache": f"{CACHE_DIR}/{cache.name}" if cache_ok else None}
 
 
