@@ -19,6 +19,9 @@ INSTRUCTIONS: dict[str, str] = {
 }
 assert set(INSTRUCTIONS) == set(TASKS)
 TEMPLATE = PREFIX + PLACEHOLDER + "{subtitle} Task: {instruction} Answer:"
+# Answer lengths in generated tokens, shared by evaluation and the live runtime so both read the same answers.
+LABEL_TOKENS = 8  # the one-word `emotion` answer
+REASON_TOKENS = 192  # a `reason`: greedy decoding stops at EOS well before; a cut reason may lose its conclusion
 
 
 def suffix(task: str, subtitle: str | None, template: str = TEMPLATE,

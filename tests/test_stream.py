@@ -9,6 +9,7 @@ from __future__ import annotations
 import shutil
 import threading
 import time
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -25,14 +26,18 @@ RATE = FE.sample_rate
 
 
 class FakeModel:
-    """`EmotionRuntime`'s interface: 'happy' when the window has audio energy, else 'neutral'."""
+    """`EmotionRuntime`'s interface: 'happy' when the window has audio energy, else 'neutral'. Its LLM answers
+    `emotion` (the one-word task) and `reason` (a reason with its conclusion); they may be set to disagree."""
 
     labels = LABELS
 
-    def __init__(self, answer_gate: threading.Event | None = None):
+    def __init__(self, answer_gate: threading.Event | None = None, emotion: str = "happy",
+                 reason: str = "The voice is loud and bright, so the person is happy."):
         self.gate = answer_gate
+        self.emotion, self.reason = emotion, reason
         self.perceived: list[np.ndarray] = []  # present flags per call
         self.answers = 0
+        self.tasks: list[str] = []  # the task of each LLM call
         self.subtitles: list[str | None] = []  # the text modality of each LLM call (None: absent)
         self.fail_perceive: set[int] = set()  # perceive call numbers (1-based) that raise, for fault isolation
         self.fail_answers: set[int] = set()  # answer call numbers that raise
@@ -53,9 +58,10 @@ class FakeModel:
             assert self.gate.wait(10)
         self.answers += 1
         self.subtitles.append(subtitle)
+        self.tasks.append(task)
         if self.answers in self.fail_answers:
             raise RuntimeError(f"answer call {self.answers} failed on purpose")
-        text = "happy" if task == "emotion" else "The voice is loud and bright, so the person is happy."
+        text = self.emotion if task == "emotion" else self.reason
         out = []
         for piece in text.split(" "):
             if gate is not None and not gate():  # the runtime's gate: stop between two tokens when withdrawn
@@ -237,6 +243,48 @@ def test_utterance_end_gives_head_state_then_llm_label_and_streamed_reasoning():
     assert texts[-1].endswith("happy.") and sim.reasoning[-1].utterance_id == 1
 
 
+def _one_utterance(cfg: StreamConfig, model: FakeModel) -> tuple[Sim, list]:
+    """Speech from 1.0 to 2.5 s with early ends off; returns the Sim and its LLM states and reasoning updates
+    in the order they were handed out."""
+    sim = Sim(cfg, model)
+    events: list = []
+    sim.rt.on_state = lambda u: (sim.states.append(u), events.append(u))
+    sim.rt.on_reasoning = lambda r: (sim.reasoning.append(r), events.append(r))
+    sim.run(1.0)
+    sim.run(1.5, wave_fn=tone)
+    sim.run(1.5)
+    assert sim.rt.slow.wait_idle(10)
+    return sim, [e for e in events if getattr(e, "source", "llm") == "llm"]
+
+
+def test_the_llm_label_is_the_reasons_conclusion_so_they_cannot_disagree():
+    """The quickstart case: the one-word answer says sad, the reason ends "The answer is neutral." With reasoning
+    on, ONE generation (the reason) gives both and the label is its conclusion: neutral. (The runtime before
+    this read the label from a separate `emotion` generation: this test failed there with label "sad" and two
+    LLM calls.) With reasoning off the short answer is still the label."""
+    model = FakeModel(emotion="sad", reason="The face is flat and the voice calm. The answer is neutral.")
+    cfg = StreamConfig(fast_hz=0, vad="energy", slow="utterance", utterance_early_s=0)
+    sim, events = _one_utterance(cfg, model)
+    llm = [e for e in events if hasattr(e, "source")]
+    assert [s.label for s in llm] == ["neutral"] and model.tasks == ["reason"]
+    # the reason streams first; its conclusion goes out as the label, then the reason's last (done) update
+    kinds = ["label" if hasattr(e, "source") else "done" if e.done else "piece" for e in events]
+    assert kinds[-2:] == ["label", "done"] and set(kinds[:-2]) == {"piece"}, kinds
+    assert events[-1].text == model.reason and llm[0].utterance_id == events[-1].utterance_id == 1
+    assert "llm_unparsed" not in sim.rt.stats()["counts"]
+
+    off, _ = _one_utterance(replace(cfg, reason=False), FakeModel(emotion="sad", reason=model.reason))
+    assert [s.label for s in off.states if s.source == "llm"] == ["sad"] and off.model.tasks == ["emotion"]
+    assert off.reasoning == []
+
+
+def test_a_reason_naming_no_label_gives_an_empty_label_counted_unparsed():
+    sim, _ = _one_utterance(StreamConfig(fast_hz=0, vad="energy", utterance_early_s=0),
+                            FakeModel(reason="The voice is loud and bright."))
+    assert [s.label for s in sim.states if s.source == "llm"] == [""]
+    assert sim.rt.stats()["counts"]["llm_unparsed"] == 1
+
+
 def _utterance_states(sim: Sim, source: str, status: str | None = None) -> list:
     return [s for s in sim.states if s.source == source and s.utterance_id > 0 and status in (None, s.status)]
 
@@ -292,7 +340,7 @@ def test_early_answer_is_confirmed_without_recomputing():
         assert len(heads) == 1 and len(llms) == 1, (hold_llm, sim.states)
         early = _utterance_states(sim, "head", "provisional")[0]
         assert heads[0].window_end == early.window_end and heads[0].label == early.label == "happy"
-        assert model.answers == 2 and sim.rt.stats()["counts"]["confirmed"] == 1  # one label + one reasoning
+        assert model.tasks == ["reason"] and sim.rt.stats()["counts"]["confirmed"] == 1  # one generation: both
         done = [r for r in sim.reasoning if r.done]
         assert [r.status for r in done] == (["final"] if hold_llm else ["provisional", "final"])
         assert done[-1].text.endswith("happy.")
@@ -426,7 +474,7 @@ def _utterance_with_text(cfg: StreamConfig, text_at: float | None, text: str = "
 
 def test_transcript_within_the_utterance_reaches_the_llm_prompt():
     sim = _utterance_with_text(StreamConfig(fast_hz=0, vad="energy", transcript_slack_s=1.0), text_at=1.2)
-    assert sim.model.subtitles == ["I got the job", "I got the job"]  # label and reason prompts
+    assert sim.model.subtitles == ["I got the job"]  # the reason's prompt (the label is its conclusion)
     llm = [s for s in sim.states if s.source == "llm" and s.status == "final"]
     assert len(llm) == 1 and llm[0].transcript == "I got the job"
     assert all(s.transcript is None for s in sim.states if s.source == "head")  # the head takes no text
@@ -451,10 +499,13 @@ def test_a_transcript_arriving_after_the_provisional_answer_is_in_the_final_one(
 
 def test_stale_or_missing_transcript_leaves_text_absent_or_the_fixed_subtitle():
     stale = _utterance_with_text(StreamConfig(fast_hz=0, vad="energy", transcript_slack_s=0.5), text_at=0.1)
-    assert stale.model.subtitles == [None, None]  # 0.9 s before the onset, outside 0.5 s of slack
+    assert stale.model.subtitles == [None]  # 0.9 s before the onset, outside 0.5 s of slack
     assert [s.transcript for s in stale.states if s.source == "llm" and s.status == "final"] == [None]
     fixed = _utterance_with_text(StreamConfig(fast_hz=0, vad="energy", subtitle="fixed words"), text_at=None)
-    assert fixed.model.subtitles == ["fixed words", "fixed words"]
+    assert fixed.model.subtitles == ["fixed words"]
+    no_reason = _utterance_with_text(StreamConfig(fast_hz=0, vad="energy", reason=False, subtitle="fixed words"),
+                                     text_at=None)
+    assert no_reason.model.subtitles == ["fixed words"] and no_reason.model.tasks == ["emotion"]
 
 
 def test_transcripts_of_one_utterance_are_joined_in_time_order():
@@ -470,7 +521,7 @@ def test_transcripts_of_one_utterance_are_joined_in_time_order():
 
 def test_a_failing_window_or_llm_job_is_counted_reported_and_the_stream_goes_on():
     model = FakeModel()
-    model.fail_perceive, model.fail_answers = {2}, {1}  # the second window; the first LLM job's label call
+    model.fail_perceive, model.fail_answers = {2}, {1}  # the second window; the first LLM job's reason call
     seen: list[tuple[str, str]] = []
     sim = Sim(StreamConfig(fast_hz=2, vad="energy", slow="utterance"), model)
     sim.rt.on_error = lambda kind, e: seen.append((kind, str(e)))

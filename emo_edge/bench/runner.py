@@ -38,6 +38,7 @@ from emo_edge.bench.backends import (
 from emo_edge.bench.sources import Window
 from emo_edge.bench.stats import Reps, peak_rss_mb, summarize_ms, time_call
 from emo_edge.config import FrontendConfig
+from emo_edge.prompts import REASON_TOKENS
 from emo_edge.runtime.llm import greedy_decode
 from emo_edge.runtime.manifest import Manifest
 
@@ -67,7 +68,7 @@ class BenchConfig:
     eval_clips: int = 120  # test clips for the WAF of each budget and precision (0 skips the evaluation)
     fps: float = 30.0  # camera rate of the input windows
     decode_tokens: int = 32  # forced greedy tokens per prefill when timing decode
-    answer_tokens: int = 96  # the slow path's `reason` answer limit
+    answer_tokens: int = REASON_TOKENS  # the slow path's `reason` answer limit (the stream's default)
     isolate: bool = True
     progress: bool = True
     peaks: bool = True  # measure the machine's matmul / copy peaks (large; off only in tests)

@@ -24,13 +24,11 @@ from emo_edge.eval.metrics import (
     reason_fluency,
 )
 from emo_edge.labels import LABELS, parse_label
+from emo_edge.prompts import LABEL_TOKENS, REASON_TOKENS
 
 # llm: the emotion task's short answer; head: the fast head; reason: the label read from the reason's
 # conclusion, one generation for both, so label and reason cannot disagree (see `Predictions`)
 ANSWER_SOURCES = ("llm", "head", "reason")
-# Most tokens a generated reason may take. Greedy generation stops at EOS well before: v1 reasons are
-# 62-89 tokens with the shipped tokenizer; SynthEmo v2 reasons, naming ten attributes, 130-156.
-REASON_TOKENS = 192
 
 
 VIEWS: tuple[str, ...] = ("image", "video", "audio", "text")  # peak frame, temporal frames, audio, subtitle
@@ -214,7 +212,7 @@ def _checkpoint_runner(
             p = model.perception(batch.image, batch.frames, batch.mel, batch.present)
             preds.head += [LABELS[i] for i in p["logits"].argmax(-1).tolist()]
             if answer_from == "llm":
-                preds.answers += model.generate(batch, max_new_tokens=8, perception=p)
+                preds.answers += model.generate(batch, max_new_tokens=LABEL_TOKENS, perception=p)
             if answer_from == "reason" or (answer_from == "llm" and reason):
                 rb = to_batch(fs.frames[idx], fs.image[idx], fs.mel[idx], v, a, ["reason"] * len(idx), subs,
                               image_on=i)
@@ -288,7 +286,7 @@ def evaluate_bundle(
             for j, sub in enumerate(subs):
                 tok, mask = out["tokens"][j], out["token_mask"][j]
                 if answer_from == "llm":
-                    preds.answers.append(rt.answer(tok, mask, "emotion", sub, max_new_tokens=8))
+                    preds.answers.append(rt.answer(tok, mask, "emotion", sub, max_new_tokens=LABEL_TOKENS))
                 if answer_from == "reason" or reason:
                     preds.reasons.append(rt.answer(tok, mask, "reason", sub, max_new_tokens=REASON_TOKENS))
             if answer_from == "reason":

@@ -5,7 +5,16 @@
             ── every 1/fast_hz s ─► sliding window
                  window ─► resample frames, cut audio ─► clip_from_media ─► perception + head ─► EmotionUpdate
     utterance end (or timer) ─► SlowPath: one job running, at most one waiting (coalesced or dropped, counted)
-                 ─► LLM label (EmotionUpdate, source "llm") ─► reasoning streamed token by token (ReasoningUpdate)
+                 ─► reasoning streamed token by token (ReasoningUpdate) ─► its conclusion as the LLM label
+                    (EmotionUpdate, source "llm"), then the reasoning's last update (done)
+                 (reason off: one short `emotion` answer ─► the LLM label)
+
+The LLM label and the reason come from ONE generation: the label is the reason's conclusion, read as
+`emo-edge eval --answer-from reason` reads it (`reason_conclusion`: the last label named in the last sentence
+that names one, "... The answer is worried."), so the two cannot disagree. Two generations (a one-word label,
+then a reason) could: the reason is free to conclude otherwise. The cost is when the label comes: at the
+reason's end instead of after a few tokens; with `reason` off the short answer gives the label early.
+A reason without a label in it gives the label "" (counted as llm_unparsed).
 
 Early end of utterance: after `utterance_early_s` of silence the utterance ends provisionally: its head
 state and LLM job go out at once with status "provisional". If speech resumes before
@@ -51,8 +60,9 @@ import numpy as np
 
 from emo_edge.clip import clip_from_media
 from emo_edge.config import FrontendConfig
-from emo_edge.labels import parse_label
+from emo_edge.labels import parse_label, reason_conclusion
 from emo_edge.process import tune_process
+from emo_edge.prompts import LABEL_TOKENS, REASON_TOKENS
 from emo_edge.runtime.buffers import AudioRing, FrameRing, StreamInputError, fit_side, resample_frames
 from emo_edge.runtime.vad import FRAME_MS, VAD_KINDS, Utterance, UtteranceTracker, make_vad
 
@@ -71,7 +81,6 @@ def latency_kind(source: str, utterance_id: int) -> str:
     return "head_utterance" if source == "head" and utterance_id else source
 SLOW_POLICIES = ("coalesce", "drop")
 PAUSE_CHOICES = ("profile", "on", "off")
-LABEL_TOKENS = 8  # LLM tokens allowed for the one-word label answer
 
 
 def setting(default: Any, help: str, *, choices: tuple[str, ...] = (), low: float | None = None,
@@ -115,8 +124,10 @@ class StreamConfig:
     slow_period_s: float = setting(10.0, "s between timer-started LLM runs", above=0)
     slow_policy: str = setting("coalesce", "busy LLM: coalesce (the newest waiting request wins) or drop",
                                choices=SLOW_POLICIES)
-    reason: bool = setting(True, "stream the LLM's reasoning after its label")
-    max_reason_tokens: int = setting(96, "tokens of reasoning at most", low=1)
+    reason: bool = setting(True, "stream the LLM's reasoning; its conclusion is the LLM label (one generation, so "
+                                 "they agree); off: a one-word label answer only")
+    max_reason_tokens: int = setting(REASON_TOKENS, "tokens of reasoning at most (the LLM label is the reason's "
+                                                    "conclusion: a cut reason may lose it)", low=1)
     subtitle: str | None = setting(None, "a fixed transcript for the text modality when no timed transcript covers "
                                          "the utterance ('': none)", none_as="")
     transcript_slack_s: float = setting(1.0, "s; a timed transcript stamped within this of an utterance's window "
@@ -773,53 +784,72 @@ class StreamRuntime:
         return not job.cancel.is_set()
 
     def _slow_work(self, job: SlowJob) -> None:
+        """One LLM job. With reasoning on, ONE generation (the `reason` task) gives both: the reason streams token
+        by token and the label is its conclusion (`reason_conclusion`, as `emo-edge eval --answer-from reason`
+        reads it), so label and reason cannot disagree; the label goes out when the reason ends, just before its
+        last (done) update. With reasoning off, the short `emotion` answer gives the label (LABEL_TOKENS)."""
         if job.cancel.is_set():
             return
         start = self.clock()
         subtitle = self.transcript_for(job.window_start, job.window_end)  # at job start: late text still counts
         job.subtitle, job.started = subtitle, True
-        answer = self.rt.answer(job.tokens, job.token_mask, "emotion", subtitle, max_new_tokens=LABEL_TOKENS,
-                                gate=lambda: self._llm_gate(job))
-        label = parse_label(answer, self.labels)
+        if not self.cfg.reason:
+            answer = self.rt.answer(job.tokens, job.token_mask, "emotion", subtitle, max_new_tokens=LABEL_TOKENS,
+                                    gate=lambda: self._llm_gate(job))
+            with self._answer_lock:
+                if not job.cancel.is_set():
+                    self._emit_label(job, parse_label(answer, self.labels), start, subtitle)
+            return
+        reason = self._stream_reason(job, subtitle)
+        with self._answer_lock:  # label and finished reason together: a confirmation sees both or neither
+            if reason is None:
+                return
+            if job.cancel.is_set():  # withdrawn after its last token: end the stream subscribers saw, no label
+                job.reasoning = reason
+                if self.on_reasoning is not None:
+                    self.on_reasoning(ReasoningUpdate(job.utterance_id, reason, True, job.window_end, job.status))
+                return
+            self._emit_label(job, reason_conclusion(reason, self.labels), start, subtitle)
+            job.reasoning = reason
+            if self.on_reasoning is not None:
+                self.on_reasoning(ReasoningUpdate(job.utterance_id, reason, True, job.window_end, job.status))
+
+    def _emit_label(self, job: SlowJob, label: str | None, start: float, subtitle: str | None) -> None:
+        """The job's LLM state (label "" when none could be read, counted as llm_unparsed); under _answer_lock."""
         if label is None:
             self.counts["llm_unparsed"] += 1
         done = self.clock()
-        with self._answer_lock:
-            if job.cancel.is_set():
-                return
-            job.label_update = EmotionUpdate(
-                label=label or "", labels=[], scores=[], valence=job.valence, arousal=job.arousal,
-                window_start=job.window_start, window_end=job.window_end, latency_ms=(done - job.window_end) * 1000.0,
-                compute_ms=(done - start) * 1000.0, source="llm", utterance_id=job.utterance_id,
-                voice_active=self.tracker.active, present=job.present, status=job.status, speech_end=job.speech_end,
-                transcript=subtitle)
-            self._emit_state(job.label_update, done)
-        if self.cfg.reason:
-            self._stream_reason(job, subtitle)
+        job.label_update = EmotionUpdate(
+            label=label or "", labels=[], scores=[], valence=job.valence, arousal=job.arousal,
+            window_start=job.window_start, window_end=job.window_end, latency_ms=(done - job.window_end) * 1000.0,
+            compute_ms=(done - start) * 1000.0, source="llm", utterance_id=job.utterance_id,
+            voice_active=self.tracker.active, present=job.present, status=job.status, speech_end=job.speech_end,
+            transcript=subtitle)
+        self._emit_state(job.label_update, done)
 
-    def _stream_reason(self, job: SlowJob, subtitle: str | None) -> None:
+    def _stream_reason(self, job: SlowJob, subtitle: str | None) -> str | None:
+        """Stream the reason's pieces (done=False) as they come; returns the whole reason, or None when the job
+        was withdrawn mid-way (a stream subscribers saw part of is then ended as withdrawn)."""
         text: list[str] = []
-
-        def send(body: str, done: bool) -> None:
-            with self._answer_lock:  # the status as of now: a confirmation mid-stream turns it final
-                if done:
-                    job.reasoning = body
-                if self.on_reasoning is not None and (job.status != "withdrawn" or done):
-                    self.on_reasoning(ReasoningUpdate(job.utterance_id, body, done, job.window_end, job.status))
 
         def on_token(piece: str) -> None:
             text.append(piece)
-            send("".join(text), False)
+            with self._answer_lock:  # the status as of now: a confirmation mid-stream turns it final
+                if self.on_reasoning is not None and job.status != "withdrawn":
+                    self.on_reasoning(ReasoningUpdate(job.utterance_id, "".join(text), False, job.window_end,
+                                                      job.status))
 
         final = self.rt.answer(job.tokens, job.token_mask, "reason", subtitle,
                                max_new_tokens=self.cfg.max_reason_tokens, on_token=on_token,
                                gate=lambda: self._llm_gate(job))
-        if job.cancel.is_set():
-            self.counts["llm_cancelled_mid_reasoning"] += 1
-            if text:  # subscribers saw part of it: end that stream as withdrawn
-                send("".join(text).strip(), True)
-            return
-        send(final, True)
+        if not job.cancel.is_set():
+            return final
+        self.counts["llm_cancelled_mid_reasoning"] += 1
+        if text and self.on_reasoning is not None:
+            with self._answer_lock:
+                job.reasoning = "".join(text).strip()
+                self.on_reasoning(ReasoningUpdate(job.utterance_id, job.reasoning, True, job.window_end, job.status))
+        return None
 
     # -- running in the background ----------------------------------------------------------------
     def start(self, tick_s: float = 0.02) -> StreamRuntime:
