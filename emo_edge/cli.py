@@ -13,6 +13,8 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from emo_edge.data import SYNTH_DEFAULT_VERSION
+
 if TYPE_CHECKING:
     from emo_edge.runtime.plan import ExecutionPlan
 
@@ -42,8 +44,9 @@ def data_synth(
     seed: Annotated[int, typer.Option(help="random seed; the same seed gives the same clips")] = 0,
     split: Annotated[str | None, typer.Option(help="train, val or test; default: all three")] = None,
     workers: Annotated[int, typer.Option(help="worker processes")] = 2,
-    version: Annotated[int, typer.Option(help="SynthEmo version: 1 (the default model's data) or 2 (per-clip "
-                                              "label-independent attributes, temporal pair)")] = 1,
+    version: Annotated[int, typer.Option(help="SynthEmo version: 2 (per-clip label-independent attributes, "
+                                              "temporal pair) or 1 (the original set: cues follow the label)")
+                       ] = SYNTH_DEFAULT_VERSION,
     neutral_text: Annotated[bool, typer.Option(help="v2 only: emotion-neutral subtitles and speech only")] = False,
 ) -> None:
     """Generate SynthEmo: procedurally rendered faces + espeak-ng speech, with grounded targets."""

@@ -71,6 +71,6 @@ def relative_base(path: str | Path, kind: Kind) -> Path:
     """The directory that relative paths inside the file `path` start from.
 
     A file's own directory; for a packaged copy, `<working directory>/<repo_dir>`, so that its paths mean what
-    they mean in the repository (`calibration/../data/synthemo` -> `./data/synthemo`) when run from a project
+    they mean in the repository (`calibration/../data/synthemo-v2` -> `./data/synthemo-v2`) when run from a project
     directory laid out like the repository."""
     return Path.cwd() / kind.repo_dir if is_packaged(path, kind) else Path(path).resolve().parent

@@ -6,7 +6,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 OUT=${OUT:-runs/bench/default-cpu-x86}
 BUNDLE=${BUNDLE:-export/build/default-cpu-x86-allquants}
-DATA=${DATA:-data/synthemo}
+DATA=${DATA:-data/synthemo-v2}
 [ -f "$DATA/test.jsonl" ] || .venv/bin/emo-edge data synth --out "$DATA" --split test
 # (re-)export when the bundle is missing, was built from another checkpoint than the shipped default, or
 # with other perception settings than export/cpu-x86.yaml's

@@ -32,6 +32,16 @@ def synth_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="session")
+def default_synth_version() -> int:
+    """The SynthEmo version the shipped default was trained on, read from the data directory its meta.json names
+    (`data/synthemo`: v1, `data/synthemo-v2`: v2, as scripts/train_default.sh writes it). Tests that score the
+    default's answers generate clips of that version, so they hold on either side of the default's move to v2."""
+    from emo_edge.checkpoint import read_meta
+
+    return 2 if "synthemo-v2" in str(read_meta("default").get("data", "")) else 1
+
+
+@pytest.fixture(scope="session")
 def tiny_ckpt(synth_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     from emo_edge.train.loop import train
 

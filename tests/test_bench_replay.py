@@ -14,7 +14,7 @@ from ros_support import ROOT, needs_ros_ws, ros_environment
 from emo_edge.bench.replay import computed_states, head_while_reasoning, replay_summary, utterance_summary
 from emo_edge.bench.report import replay_markdown
 
-SYNTHEMO_TEST = ROOT / "data" / "synthemo" / "test.jsonl"
+SYNTHEMO_TEST = ROOT / "data" / "synthemo-v2" / "test.jsonl"
 
 
 def _state(received: float, stamp: float, latency_ms: float, source: str = "head", utt: int = 0,
@@ -94,7 +94,7 @@ def test_replay_summary_by_hand():
 
 
 def _clips_jsonl(tmp: Path) -> Path:
-    """data/synthemo/test.jsonl when it is there (emo-edge data synth), else two fresh SynthEmo test clips."""
+    """data/synthemo-v2/test.jsonl when it is there (emo-edge data synth), else two fresh SynthEmo test clips."""
     if SYNTHEMO_TEST.is_file():
         return SYNTHEMO_TEST
     from emo_edge.data.synth import generate

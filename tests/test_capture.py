@@ -21,6 +21,7 @@ import numpy as np
 import pytest
 
 from emo_edge.data.synth import generate
+from emo_edge.labels import reason_conclusion
 
 needs_ffmpeg = pytest.mark.skipif(shutil.which("ffmpeg") is None, reason="ffmpeg is not installed (scripts/setup.sh)")
 needs_pulse = pytest.mark.skipif(
@@ -40,10 +41,10 @@ needs_portaudio = pytest.mark.skipif(not _sounddevice_ok(), reason="sounddevice/
 
 
 @pytest.fixture(scope="module")
-def clips(tmp_path_factory) -> Path:
+def clips(tmp_path_factory, default_synth_version) -> Path:
     """Three SynthEmo test clips (seed 0: the first clips of the standard test split)."""
     out = tmp_path_factory.mktemp("live-clips")
-    generate(out, 3, seed=0, split="test", workers=1, progress=False)
+    generate(out, 3, seed=0, split="test", workers=1, progress=False, version=default_synth_version)
     return out
 
 
@@ -174,6 +175,11 @@ def test_run_on_a_file_prints_states_and_reasoning(default_bundle, clips, tmp_pa
     assert [s for s in states if s["source"] == "llm" and s["utterance_id"] == utt[0]["utterance_id"]]
     reasons = [r for r in recs if r["type"] == "reasoning"]
     assert reasons and reasons[-1]["done"] and len(reasons[-1]["text"]) > 20
+    # the LLM label is the reason's conclusion (one generation): on this clip the old runtime's separate
+    # one-word answer said sad while its reason concluded neutral
+    done = {r["utterance_id"]: r["text"] for r in reasons if r["done"] and r["status"] == "final"}
+    llm = [s for s in states if s["source"] == "llm" and s["status"] == "final"]
+    assert llm and all(s["label"] == reason_conclusion(done[s["utterance_id"]]) for s in llm), (llm, done)
     assert recs[-1]["type"] == "stats" and recs[-1]["latency_ms"]["head"]["median_ms"] > 0
     assert "latency sliding window: median" in res.stdout and "reason" in res.stdout
     assert re.search(r"\d\.\d{3,} ms", res.stdout) is None, res.stdout  # rounded figures

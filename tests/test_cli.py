@@ -43,6 +43,6 @@ def test_bad_arguments_give_clear_errors(tmp_path):
     res = runner.invoke(app, ["data", "synth", "--out", str(tmp_path), "--split", "test", "--version", "3"],
                         env={"COLUMNS": "200"})
     assert res.exit_code == 2 and "version must be one of 1, 2, got 3" in _plain(res.output)
-    res = runner.invoke(app, ["data", "synth", "--out", str(tmp_path), "--split", "test", "--neutral-text"],
-                        env={"COLUMNS": "200"})
+    res = runner.invoke(app, ["data", "synth", "--out", str(tmp_path), "--split", "test", "--version", "1",
+                              "--neutral-text"], env={"COLUMNS": "200"})
     assert res.exit_code == 2 and "needs version 2" in _plain(res.output)

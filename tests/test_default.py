@@ -11,11 +11,11 @@ pytestmark = pytest.mark.skipif(not (DEFAULT_CHECKPOINT / "config.yaml").is_file
 
 
 @pytest.fixture(scope="module")
-def unseen(tmp_path_factory) -> Path:
+def unseen(tmp_path_factory, default_synth_version) -> Path:
     from emo_edge.data.synth import generate
 
     out = tmp_path_factory.mktemp("unseen")
-    generate(out, 36, seed=424242, split="test", workers=2, progress=False)
+    generate(out, 36, seed=424242, split="test", workers=2, progress=False, version=default_synth_version)
     return out
 
 

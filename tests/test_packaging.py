@@ -164,12 +164,12 @@ def test_wheel_carries_the_data_files_and_exports_cpu_x86_without_the_repository
     python, site = _fresh_venv(tmp_path)
     _run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--no-compile", "--target", str(site),
           str(wheel)], tmp_path, 300)
-    work = tmp_path / "project"  # a user's directory: data/synthemo, as `emo-edge data synth` would write it
+    work = tmp_path / "project"  # a user's directory: data/synthemo-v2, as `emo-edge data synth` would write it
     (work / "data").mkdir(parents=True)
-    (work / "data" / "synthemo").symlink_to(synth_dir)
+    (work / "data" / "synthemo-v2").symlink_to(synth_dir)
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV")}
     _run([str(python), str(site / "bin" / "emo-edge"), "export", "--out", "bundle", "--target", "cpu-x86",
-          "--data", "data/synthemo", "--parity-clips", "4"], work, 900, env)
+          "--data", "data/synthemo-v2", "--parity-clips", "4"], work, 900, env)
 
     check = ("import json, emo_edge\n"
              "from emo_edge import resources\n"
@@ -183,7 +183,7 @@ def test_wheel_carries_the_data_files_and_exports_cpu_x86_without_the_repository
     for key in ("module", "profile"):
         found = Path(out[key]).resolve()
         assert found.is_relative_to(site.resolve()) and not found.is_relative_to(ROOT), out
-    assert Path(out["calibration"]) == synth_dir.resolve()  # ./calibration/../data/synthemo, from the project dir
+    assert Path(out["calibration"]) == synth_dir.resolve()  # ./calibration/../data/synthemo-v2, from the project dir
     manifest = json.loads((work / "bundle" / "manifest.json").read_text())
     assert manifest["target"]["name"] == "cpu-x86" and "int8" in manifest["perception"]
 

@@ -40,12 +40,12 @@ def _diag_values(arr) -> dict[str, str]:
 
 
 @pytest.fixture(scope="module")
-def played(default_bundle, ros_env, tmp_path_factory) -> dict:
+def played(default_bundle, default_synth_version, ros_env, tmp_path_factory) -> dict:
     """Node + recorder + player over 10 SynthEmo test clips; returns the recording and the clip schedule."""
     from emo_edge.data.synth import generate
 
     tmp = tmp_path_factory.mktemp("ros")
-    generate(tmp, N_CLIPS, seed=0, split="test", workers=1, progress=False)
+    generate(tmp, N_CLIPS, seed=0, split="test", workers=1, progress=False, version=default_synth_version)
     rec = _recorder(tmp / "out.mcap", ros_env, tmp / "recorder.log")
     node = _node(default_bundle, ros_env, tmp / "node.log", fast_hz=2.0)
     try:
@@ -177,12 +177,13 @@ def test_each_utterance_has_exactly_one_final_answer(played):
     assert sum(m.status == PROVISIONAL for m in states) >= N_CLIPS - 1  # answered early, then confirmed
 
 
-def test_pause_inside_an_utterance_gives_one_final_answer_covering_it(default_bundle, ros_env, tmp_path):
+def test_pause_inside_an_utterance_gives_one_final_answer_covering_it(default_bundle, default_synth_version, ros_env,
+                                                                       tmp_path):
     """Two SynthEmo clips joined by a 300 ms pause (longer than utterance_early_s, shorter than the hangover):
     the early answer given in the pause is withdrawn, and one final answer covers both clips."""
     from emo_edge.data.synth import generate
 
-    generate(tmp_path, 2, seed=0, split="test", workers=1, progress=False)
+    generate(tmp_path, 2, seed=0, split="test", workers=1, progress=False, version=default_synth_version)
     rec = _recorder(tmp_path / "out.mcap", ros_env, tmp_path / "recorder.log")
     node = _node(default_bundle, ros_env, tmp_path / "node.log", fast_hz=2.0)
     try:

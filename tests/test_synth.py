@@ -1,4 +1,5 @@
-"""SynthEmo generator: files, media formats, determinism, grounded targets and the family design."""
+"""SynthEmo v1 generator (`version=1`; v2 is tests/test_synth_v2.py): files, media formats, determinism, grounded
+targets and the family design."""
 
 from __future__ import annotations
 
@@ -21,7 +22,7 @@ N = 12
 @pytest.fixture(scope="module")
 def data(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("synthemo")
-    synth.generate(out, N, seed=3, split="test", workers=1, progress=False)
+    synth.generate(out, N, seed=3, split="test", workers=1, progress=False, version=1)
     return out
 
 
@@ -81,13 +82,13 @@ def test_labels_stratified():
 
 def test_deterministic_and_seed_dependent(tmp_path, data, records):
     # two workers must give the same clips as one: each clip depends on (seed, split, index) only
-    again = synth.generate(tmp_path / "a", 4, seed=3, split="test", workers=2, progress=False)
+    again = synth.generate(tmp_path / "a", 4, seed=3, split="test", workers=2, progress=False, version=1)
     first = (data / "test.jsonl").read_text().splitlines()[:4]
     assert again.read_text().splitlines() == first
     for r in records[:4]:
         np.testing.assert_array_equal(_first_frame(data / r.video), _first_frame(tmp_path / "a" / r.video))
         np.testing.assert_array_equal(sf.read(data / r.audio)[0], sf.read(tmp_path / "a" / r.audio)[0])
-    other = read_jsonl(synth.generate(tmp_path / "b", 4, seed=4, split="test", workers=1, progress=False))
+    other = read_jsonl(synth.generate(tmp_path / "b", 4, seed=4, split="test", workers=1, progress=False, version=1))
     assert [r.subtitle for r in other] != [r.subtitle for r in records[:4]]
     assert not np.array_equal(_first_frame(data / records[0].video), _first_frame(tmp_path / "b" / other[0].video))
 
@@ -185,7 +186,7 @@ def test_failed_clip_is_reported_and_skipped(tmp_path, monkeypatch, capsys):
 
     flaky.calls = 0
     monkeypatch.setattr(synth, "speak", flaky)
-    recs = read_jsonl(synth.generate(tmp_path, 3, seed=5, split="val", workers=1, progress=False))
+    recs = read_jsonl(synth.generate(tmp_path, 3, seed=5, split="val", workers=1, progress=False, version=1))
     assert [r.id for r in recs] == ["synthemo-val-000001", "synthemo-val-000002"]
     assert "synthemo-val-000000" in capsys.readouterr().err
     assert not (tmp_path / "val" / "synthemo-val-000000.mp4").exists()
@@ -195,7 +196,7 @@ def test_failed_clip_is_reported_and_skipped(tmp_path, monkeypatch, capsys):
 
     monkeypatch.setattr(synth, "speak", broken)
     with pytest.raises(RuntimeError, match="all 2 clips"):
-        synth.generate(tmp_path / "x", 2, seed=5, split="val", workers=1, progress=False)
+        synth.generate(tmp_path / "x", 2, seed=5, split="val", workers=1, progress=False, version=1)
 
 
 def test_bad_arguments(tmp_path):

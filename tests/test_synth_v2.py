@@ -190,7 +190,7 @@ def test_vocal_attributes_measured_from_the_audio(family):
 @pytest.fixture(scope="module")
 def v2_data(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("synthemo2")
-    synth.generate(out, 12, seed=5, split="test", workers=1, progress=False, version=2)
+    synth.generate(out, 12, seed=5, split="test", workers=1, progress=False)  # no version: v2 is the default
     synth.generate(out / "neutral", 6, seed=5, split="test", workers=1, progress=False, version=2, neutral_text=True)
     return out
 
@@ -210,6 +210,25 @@ def test_v2_records_ground_their_reason_in_the_clip(v2_data):
     assert len(cue_sets) == len(records), "cue sets must be per clip, not per label"
     info = (v2_data / "test.synth.json").read_text()
     assert '"version": 2' in info and '"neutral_text": false' in info
+
+
+def test_the_cli_writes_v2_unless_told(tmp_path):
+    """`emo-edge data synth` and `synth.generate` share one default (emo_edge.data.SYNTH_DEFAULT_VERSION): v2;
+    `--version 1` still writes v1 (the v2 fixture above checks generate()'s default)."""
+    import json
+
+    from typer.testing import CliRunner
+
+    from emo_edge.cli import app
+
+    for args, version in (([], 2), (["--version", "1"], 1)):
+        out = tmp_path / f"v{version}"
+        res = CliRunner().invoke(app, ["data", "synth", "--out", str(out), "--split", "test", "--n", "1",
+                                       "--workers", "1", *args])
+        assert res.exit_code == 0, res.output
+        assert json.loads((out / "test.synth.json").read_text())["version"] == version
+        record = read_jsonl(out / "test.jsonl")[0]
+        assert record.meta.get("synth_version") == (2 if version == 2 else None)
 
 
 def _decoded(path: Path) -> np.ndarray:
@@ -255,7 +274,7 @@ def test_bad_version_and_neutral_text_on_v1_are_refused(tmp_path):
     with pytest.raises(ValueError, match="version must be one of 1, 2"):
         synth.generate(tmp_path, 1, seed=0, split="test", version=3, progress=False)
     with pytest.raises(ValueError, match="needs version 2"):
-        synth.generate(tmp_path, 1, seed=0, split="test", neutral_text=True, progress=False)
+        synth.generate(tmp_path, 1, seed=0, split="test", version=1, neutral_text=True, progress=False)
 
 
 # ---------------------------------------------------------------------------------------------

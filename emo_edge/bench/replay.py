@@ -24,7 +24,7 @@ so they can be unit-tested:
 Only states the node computed count in the latency statistics: re-published confirmations and withdrawals
 are counted apart.
 
-A bag of SynthEmo clips: `python -m emo_edge_ros.player --jsonl data/synthemo/test.jsonl --limit 10
+A bag of SynthEmo clips: `python -m emo_edge_ros.player --jsonl data/synthemo-v2/test.jsonl --limit 10
 --write-bag clips.mcap` (in the ROS environment).
 """
 

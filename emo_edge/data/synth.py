@@ -51,6 +51,7 @@ from rich.progress import (
 )
 
 from emo_edge.audio import SAMPLE_RATE  # Hz, of the written wav
+from emo_edge.data import SYNTH_DEFAULT_VERSION, SYNTH_VERSIONS
 from emo_edge.data import synth_text as txt
 from emo_edge.data.schema import Record, write_jsonl
 from emo_edge.labels import LABELS, VALENCE_AROUSAL
@@ -828,16 +829,17 @@ def _results(jobs: list, workers: int) -> Iterator[tuple[int, Record | None, str
         yield from pool.imap(_job, jobs, chunksize=4)
 
 
-VERSIONS: tuple[int, ...] = (1, 2)  # 1: this module; 2: synth_v2 (label-independent attributes, temporal pair)
+VERSIONS, DEFAULT_VERSION = SYNTH_VERSIONS, SYNTH_DEFAULT_VERSION  # see emo_edge/data/__init__.py
 
 
 def generate(
     out: Path, n: int, seed: int, split: str = "train", workers: int = 2, progress: bool = True,
-    version: int = 1, neutral_text: bool = False,
+    version: int = DEFAULT_VERSION, neutral_text: bool = False,
 ) -> Path:
     """Generate n clips into out/<split>/ and write out/<split>.jsonl; return the JSONL path.
 
-    `version` 2 renders SynthEmo v2 (`synth_v2`); `neutral_text` (v2 only) makes every subtitle an
+    `version` 2 (DEFAULT_VERSION) renders SynthEmo v2 (`synth_v2`), 1 the original set (this module's
+    `render_clip`); `neutral_text` (v2 only) makes every subtitle an
     emotion-neutral sentence. out/<split>.synth.json records the version, seed, n and text variant.
     Clips that fail to render (e.g. an espeak-ng error) are reported by id and reason and left out;
     this raises RuntimeError only when every clip fails.

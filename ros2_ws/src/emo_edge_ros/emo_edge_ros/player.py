@@ -1,10 +1,10 @@
 """Play recorded clips onto the image and audio topics at their real rate (a camera and a microphone stand-in).
 
-    clip_player --jsonl data/synthemo/test.jsonl --limit 10      # SynthEmo clips (mp4 + wav)
+    clip_player --jsonl data/synthemo-v2/test.jsonl --limit 10   # SynthEmo clips (mp4 + wav)
     clip_player --clips a.mp4:a.wav b.mp4:b.wav
     clip_player --bag recording.mcap                              # image + audio messages of an MCAP bag
-    clip_player --jsonl data/synthemo/test.jsonl --limit 2 --write-bag clips.mcap   # make such a bag
-    clip_player --jsonl data/synthemo/test.jsonl --limit 12 --join 1 2 --inner-pause-s 0.3 --write-bag b.mcap
+    clip_player --jsonl data/synthemo-v2/test.jsonl --limit 2 --write-bag clips.mcap   # make such a bag
+    clip_player --jsonl data/synthemo-v2/test.jsonl --limit 12 --join 1 2 --inner-pause-s 0.3 --write-bag b.mcap
 
 Frames go out at --fps (each clip frame held for as long as it lasts), audio in --chunk-ms chunks of
 S16LE at 16 kHz, both stamped with the node clock at their capture time. Between clips the last
