@@ -370,12 +370,13 @@ def _compare_main(bundle: Path, clips: Path, out: Path) -> None:
 def prepare_data(carried: Path) -> None:
     """Here, with espeak-ng: the test suite's SynthEmo set (tests/conftest.py's recipe) and the llama.cpp clips."""
     sys.path.insert(0, str(ROOT / "tests"))
-    from conftest import SYNTH_SEED, SYNTH_SPLITS
+    from conftest import SYNTH_SEED, SYNTH_SPLITS, SYNTH_VERSION
 
     from emo_edge.data.synth import generate
 
     for split, n in SYNTH_SPLITS:
-        generate(carried / "synthemo", n, seed=SYNTH_SEED, split=split, workers=2, progress=False)
+        generate(carried / "synthemo", n, seed=SYNTH_SEED, split=split, workers=2, progress=False,
+                 version=SYNTH_VERSION)
     generate(carried / "synthemo-llm", LLM_CLIPS, seed=11, split="test", workers=2, progress=False)
 
 

@@ -12,6 +12,11 @@ ROOT = Path(__file__).resolve().parents[1]
 
 SYNTH_SPLITS = (("train", 36), ("val", 12), ("test", 12))  # clips per split of the session's SynthEmo set
 SYNTH_SEED = 7
+# v1, though v2 is the data default: the suite's cost and assertions stay as they were. With the tiny preset's
+# 320-piece vocabulary, v2's reasons take 1.7x the tokens of v1's (median 131 vs 76 over 36 train clips), and
+# tests/test_synth_v2.py covers v2, and the tests that score the shipped default take its own version
+# (default_synth_version).
+SYNTH_VERSION = 1
 
 
 @pytest.fixture(scope="session")
@@ -27,7 +32,7 @@ def synth_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
         return Path(given)
     out = tmp_path_factory.mktemp("synthemo")
     for split, n in SYNTH_SPLITS:
-        generate(out, n, seed=SYNTH_SEED, split=split, workers=2, progress=False)
+        generate(out, n, seed=SYNTH_SEED, split=split, workers=2, progress=False, version=SYNTH_VERSION)
     return out
 
 
