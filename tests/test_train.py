@@ -34,6 +34,50 @@ def test_stage0_lowers_the_lm_loss(tiny_ckpt):
     assert losses[-1] < losses[0]
 
 
+def _stage0_rows(out) -> dict[int, tuple[float, float]]:
+    rows = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
+    return {r["step"]: (r["lm_loss"], r["grad_norm"]) for r in rows if r["stage"] == 0 and "lm_loss" in r}
+
+
+def test_stage0_stopped_and_resumed_repeats_the_uninterrupted_run(synth_dir, tmp_path):
+    """Stage 0 goes through the one training loop: it validates, checkpoints its LLM with the train state, and a
+    run stopped inside it (stop_after) and resumed repeats the uninterrupted one exactly: every logged loss and
+    gradient norm, and the saved weights byte for byte (the text source replays its draws up to the position, the
+    optimizer state is restored). Before, stage 0 had its own loop: no checkpoint until its end, no resume."""
+    import torch
+
+    from emo_edge.train.loop import STATE_FILE, train
+
+    sched = {"lm_steps": 8, "log_every": 1, "eval_every": 3}
+    full, cut = tmp_path / "full", tmp_path / "cut"
+    train("tiny", synth_dir, full, stages=(0,), progress=False, overrides=sched)
+    train("tiny", synth_dir, cut, stages=(0,), progress=False, overrides={**sched, "stop_after": 5})
+    state = torch.load(cut / STATE_FILE, weights_only=False)
+    assert (state["stage"], state["step"], state["data"]["batches"]) == (0, 5, 5)
+    assert sorted(_stage0_rows(cut)) == [0, 1, 2, 3, 4]
+    train("tiny", synth_dir, cut, stages=(0,), resume=True, progress=False, overrides=sched)
+    assert _stage0_rows(cut) == _stage0_rows(full) and len(_stage0_rows(full)) == 8
+    weights = "llm/model.safetensors"
+    assert (cut / weights).read_bytes() == (full / weights).read_bytes()
+    val = [json.loads(line) for line in (full / "log.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in val if "val_lm_loss" in r] == [2, 5, 7]
+
+
+def test_stage0_accumulation_equals_the_larger_batch(synth_dir, tmp_path):
+    """Two micro-batches of 2 draw the same 4 sequences as one batch of 4, and the step's loss is the mean over
+    every predicted token of the window, so the curves agree (float32 rounding apart)."""
+    from emo_edge.train.loop import train
+
+    base = {"lm_steps": 3, "log_every": 1}
+    big, acc = tmp_path / "big", tmp_path / "acc"
+    train("tiny", synth_dir, big, stages=(0,), progress=False, overrides={**base, "batch_size": 4})
+    train("tiny", synth_dir, acc, stages=(0,), progress=False, overrides={**base, "batch_size": 2, "grad_accum": 2})
+    a, b = _stage0_rows(big), _stage0_rows(acc)
+    assert sorted(a) == sorted(b) == [0, 1, 2]
+    for step in a:
+        assert b[step] == pytest.approx(a[step], rel=1e-5), step
+
+
 def test_merged_and_adapter_models_agree(tiny_ckpt, synth_dir):
     import torch
 

@@ -17,6 +17,7 @@ position, saved in `train_state.pt`, and a resumed run sees exactly the batches 
 from __future__ import annotations
 
 import dataclasses
+import random
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -132,6 +133,44 @@ class MemorySource:
         pass
 
 
+class TextSource:
+    """Stage 0's batches: `batch_size` token sequences drawn with replacement by one seeded stream per rank, each
+    padded to the batch's longest as (ids, attention mask, labels with -100 on the padding), all (B, L) int64.
+    Batch j is the j-th draw of the stream, so a resumed source replays the draws before its start (integers
+    only, cheap) and goes on with the batches the uninterrupted run would have drawn."""
+
+    def __init__(self, encoded: list[list[int]], batch_size: int, pad_id: int, seed: int, world: int, start: int = 0):
+        self.encoded, self.batch_size, self.pad_id, self.world = encoded, batch_size, pad_id, world
+        self.rng = random.Random(seed)
+        for _ in range(start * batch_size):
+            self.rng.randrange(len(encoded))
+        self.n = start
+
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
+        return self
+
+    def __next__(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        seqs = [self.encoded[self.rng.randrange(len(self.encoded))] for _ in range(self.batch_size)]
+        self.n += 1
+        return pad_sequences(seqs, self.pad_id)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"kind": "text", "batches": self.n, "batch_size": self.batch_size, "world": self.world}
+
+    def close(self) -> None:
+        pass
+
+
+def pad_sequences(seqs: list[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(ids, attention mask, labels) of token sequences right-padded to the longest, each (B, L) int64."""
+    length = max(map(len, seqs))
+    ids = torch.full((len(seqs), length), pad_id)
+    mask = torch.zeros_like(ids)
+    for i, s in enumerate(seqs):
+        ids[i, : len(s)], mask[i, : len(s)] = torch.tensor(s), 1
+    return ids, mask, ids.masked_fill(mask == 0, -100)
+
+
 class ShardStream(IterableDataset):
     """One rank's batches from shards. DataLoader worker w serves one lane (a shard reader) of the rank.
 
@@ -210,6 +249,16 @@ class TrainData:
     def records(self, split: str = "train") -> list[Record]:
         """The split's records (text side only)."""
         return sh.read_records(self.data, split) if self.sharded else read_jsonl(find_split(self.data, split))
+
+    def has_split(self, split: str) -> bool:
+        """Whether `data` has the split's records (stage 0 validates on the val split's text when it is there)."""
+        if self.sharded:
+            return sh.exists(sh.join(self.data, f"{split}.jsonl"))
+        try:
+            find_split(self.data, split)
+        except FileNotFoundError:
+            return False
+        return True
 
     def load(self, progress: bool) -> list[str]:
         """Open the training split (shard index, or preprocess into memory); the bad clips it reports."""

@@ -2,7 +2,9 @@
 (perception: emotion, audio, image) and 2 (cognition: emotion, reason, think) freeze it and train
 encoders, fusion, adapters, the fast head and LoRA.
 
-One loop for every stage and device; under `torchrun` it runs as DDP (gloo on CPU, NCCL on GPU):
+One loop (`run_stage`) for every stage and device: each stage brings its phases (optimizer and
+schedule), batches, loss, validation and checkpoint (`StageRun`), and the loop does the rest the same
+way for all three, resume included; under `torchrun` it runs as DDP (gloo on CPU, NCCL on GPU):
 every rank starts from the same weights, sees its own batches (from memory or from shards, see
 `emo_edge.train.data`), and gradients are averaged. An optimizer step may accumulate several
 micro-batches; bf16 autocast on GPU (and on the CPU with `train.cpu_bf16`). `train_state.pt` holds
@@ -17,11 +19,11 @@ import contextlib
 import json
 import math
 import os
-import random
 import time
-from collections.abc import Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -40,7 +42,17 @@ from emo_edge.model.mllm import EmotionLLM, add_lora, build_llm, load_llm
 from emo_edge.model.perception import FUSED
 from emo_edge.model.tokenizer import Tokenizer, train_sentencepiece
 from emo_edge.prompts import text_only
-from emo_edge.train.data import STAGE_TASKS, Sample, TrainData, attribute_targets, batch_to, sample_batch, to_device
+from emo_edge.train.data import (
+    STAGE_TASKS,
+    Sample,
+    TextSource,
+    TrainData,
+    attribute_targets,
+    batch_to,
+    pad_sequences,
+    sample_batch,
+    to_device,
+)
 
 __all__ = ["STAGE_TASKS", "sample_batch", "train", "main"]
 STATE_FILE = "train_state.pt"
@@ -155,6 +167,93 @@ def clip_and_step(opt: torch.optim.Optimizer, params: list, step: int, total: in
 
 
 # ---------------------------------------------------------------------------------------------
+# one loop for every stage
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Phase:
+    """One optimizer and its learning-rate schedule, over the `steps` steps from `first` on."""
+
+    opt: torch.optim.Optimizer
+    params: list[torch.nn.Parameter]
+    first: int
+    steps: int
+
+
+@dataclass
+class StageRun:
+    """What a stage brings to `run_stage`."""
+
+    stage: int
+    total: int  # optimizer steps
+    phase: Callable[[int], Phase]  # the phase a step belongs to, with a fresh optimizer
+    source: Callable[[int], Any]  # batches from a position (batches consumed): iterable, state_dict(), close()
+    layout: dict[str, Any]  # the source's layout; a resume compares it with the saved one
+    backward: Callable[[list, int], dict[str, float]]  # a step's micro-batches -> backward done; the losses to log
+    save: Callable[[dict], None]  # a checkpoint with the train state (rank 0 writes)
+    validate: Callable[[int], dict[str, float]] | None = None  # rank 0 only: None elsewhere or without a val split
+    starts: tuple[int, ...] = ()  # steps > 0 where a new phase (a fresh optimizer) begins
+    row: Callable[[int], dict[str, Any]] = lambda step: {}  # a step's extra log fields
+
+
+def run_stage(run: StageRun, tc: TrainConfig, out: Path, d: Dist, start_step: int = 0, opt_state: dict | None = None,
+              data_state: dict | None = None, max_steps: int = 0) -> int:
+    """The training loop of every stage, from `start_step` (resuming: with the saved optimizer and data position).
+    Returns the optimizer steps run (at most `max_steps` when it is not 0)."""
+    if start_step >= run.total:
+        return 0
+    ph = run.phase(start_step)
+    if opt_state and start_step not in run.starts:  # a state saved where a phase starts belongs to the one before
+        ph.opt.load_state_dict(opt_state)
+    source = run.source(resume_position(run.layout, data_state, start_step, tc, d))
+    batches = iter(source)
+    t0 = time.time()
+    try:
+        for step in range(start_step, run.total):
+            if step in run.starts and step > start_step:
+                ph = run.phase(step)
+            # forward/backward over the micro-batches -> all-reduce -> clip -> step
+            torch.manual_seed(step_seed(tc.seed, run.stage, d.rank, step))  # dropout masks: a function of the step
+            losses = run.backward([next(batches) for _ in range(tc.grad_accum)], step)
+            average_grads(ph.params, d)
+            norm = clip_and_step(ph.opt, ph.params, step - ph.first, ph.steps, tc)
+            if step % tc.log_every == 0 or step == run.total - 1:
+                log(out, d, {"stage": run.stage, "step": step, **run.row(step), **losses, "grad_norm": norm,
+                             "elapsed_s": round(time.time() - t0, 1)})
+            # evaluate and checkpoint (also where this run was told to stop)
+            evaluate = (step + 1) % tc.eval_every == 0 or step == run.total - 1 or step + 1 in run.starts
+            stop = bool(max_steps) and step + 1 - start_step >= max_steps
+            if evaluate and run.validate is not None:
+                log(out, d, {"stage": run.stage, "step": step, **run.validate(step)})
+            if evaluate or stop:
+                run.save({"stage": run.stage, "step": step + 1, "optimizer": ph.opt.state_dict(),
+                          "data": source.state_dict()})
+                barrier(d)
+            if stop:
+                return step + 1 - start_step
+    finally:
+        source.close()
+    return run.total - start_step
+
+
+def step_seed(*coords: int) -> int:
+    return int(np.random.SeedSequence(list(coords)).generate_state(1)[0])
+
+
+def resume_position(layout: dict[str, Any], data_state: dict | None, start_step: int, tc: TrainConfig,
+                    d: Dist) -> int:
+    """Batches of this stage already consumed; warns when the reader layout changed (the order then differs)."""
+    if not data_state:
+        return start_step * tc.grad_accum
+    changed = {k: (data_state[k], v) for k, v in layout.items() if k in data_state and data_state[k] != v}
+    if changed and d.main:
+        console.print(f"[yellow]resume: data layout changed {changed} (saved vs now); the batches after the "
+                      "checkpoint will not be those of an uninterrupted run[/]")
+    return int(data_state["batches"])
+
+
+# ---------------------------------------------------------------------------------------------
 # stage 0: tokenizer and language-model pretraining on the instruction text
 # ---------------------------------------------------------------------------------------------
 
@@ -170,41 +269,74 @@ def corpus_lines(records: list[Record]) -> list[str]:
     return lines
 
 
-def stage0(cfg: ModelConfig, tc: TrainConfig, data: TrainData, out: Path, d: Dist) -> None:
+VAL_LM_LINES = 256  # stage 0's validation: the LM loss over the first lines of the val split's corpus
+
+
+def stage0_run(cfg: ModelConfig, tc: TrainConfig, data: TrainData, out: Path, d: Dist, resuming: bool) -> StageRun:
+    """Stage 0 for `run_stage`: a SentencePiece tokenizer trained on the corpus, then the small LLaMA pretrained
+    on it (one optimizer, `lm_steps`, `lm_lr`); it checkpoints `out/llm` with the train state. Resuming, the
+    tokenizer and the LLM saved so far are loaded instead of made."""
     llm_out = out / ck.LLM_DIR
     lines = corpus_lines(data.records("train"))
-    if d.main:
-        tok = train_sentencepiece(lines, llm_out, cfg.llm.vocab_size)
+    if d.main and not resuming:
+        train_sentencepiece(lines, llm_out, cfg.llm.vocab_size)
     barrier(d)
     tok = Tokenizer(llm_out)
     torch.manual_seed(tc.seed)
-    llm = build_llm(cfg.llm, tok).to(d.device)
+    llm = (load_llm(llm_out) if resuming else build_llm(cfg.llm, tok)).to(d.device)
+    llm.train()
     params = [p for p in llm.parameters() if p.requires_grad]
     broadcast_params(params, d)
-    opt = optimizer_for([(params, tc.lm_lr)], tc)
-    encoded = [[tok.bos_id, *tok.encode(s), tok.eos_id] for s in lines]
-    rng = random.Random(tc.seed * 1000 + d.rank)
-    t0 = time.time()
-    for step in range(tc.lm_steps):
-        seqs = [encoded[rng.randrange(len(encoded))] for _ in range(tc.batch_size)]
-        length = max(map(len, seqs))
-        ids = torch.full((len(seqs), length), tok.pad_id)
-        mask = torch.zeros_like(ids)
-        for i, s in enumerate(seqs):
-            ids[i, : len(s)], mask[i, : len(s)] = torch.tensor(s), 1
-        labels = ids.masked_fill(mask == 0, -100)
+
+    def encode(texts: list[str]) -> list[list[int]]:
+        return [[tok.bos_id, *tok.encode(t), tok.eos_id] for t in texts]
+
+    encoded = encode(lines)
+
+    def save(state: dict) -> None:
+        if d.main:
+            llm.save_pretrained(str(llm_out))
+            torch.save(state, out / STATE_FILE)
+
+    val = encode(corpus_lines(data.records("val"))[:VAL_LM_LINES]) if d.main and data.has_split("val") else None
+    return StageRun(
+        stage=0, total=tc.lm_steps, phase=lambda step: Phase(optimizer_for([(params, tc.lm_lr)], tc), params, 0,
+                                                             tc.lm_steps),
+        source=lambda start: TextSource(encoded, tc.batch_size, tok.pad_id, tc.seed * 1000 + d.rank, d.world, start),
+        layout={"kind": "text", "batch_size": tc.batch_size, "world": d.world},
+        backward=lambda micro, step: lm_window_backward(llm, micro, d, tc), save=save,
+        validate=(lambda step: validate_lm(llm, val, tc.batch_size, tok.pad_id)) if val else None)
+
+
+def lm_window_backward(llm: torch.nn.Module, micro: list[tuple[torch.Tensor, ...]], d: Dist,
+                       tc: TrainConfig) -> dict[str, float]:
+    """Forward and backward of one stage-0 step; its LM loss is the mean over every predicted token of the window
+    (all micro-batches of all ranks), as `window_backward`'s is for stages 1 and 2."""
+    predicted = [int((labels[:, 1:] != -100).sum()) for _, _, labels in micro]  # the loss shifts labels by one
+    total = all_reduce_sum(torch.tensor([float(sum(predicted))], dtype=torch.float64, device=d.device), d).item()
+    logged = torch.zeros(1, dtype=torch.float64)
+    for (ids, mask, labels), n in zip(micro, predicted, strict=True):
         ids, mask, labels = ids.to(d.device), mask.to(d.device), labels.to(d.device)
         with autocast(d, tc):
-            loss = llm(input_ids=ids, attention_mask=mask, labels=labels).loss
-        loss.backward()
-        average_grads(params, d)
-        norm = clip_and_step(opt, params, step, tc.lm_steps, tc)
-        if step % tc.log_every == 0 or step == tc.lm_steps - 1:
-            log(out, d, {"stage": 0, "step": step, "lm_loss": loss.item(), "grad_norm": norm,
-                         "elapsed_s": round(time.time() - t0, 1)})
-    if d.main:
-        llm.save_pretrained(str(llm_out))
-    barrier(d)
+            part = _wide(llm(input_ids=ids, attention_mask=mask, labels=labels).loss) * (n / total)
+        (d.world * part).backward()
+        logged += part.item()
+    return {"lm_loss": all_reduce_sum(logged.to(d.device), d).item()}
+
+
+@torch.no_grad()
+def validate_lm(llm: torch.nn.Module, encoded: list[list[int]], batch_size: int, pad_id: int) -> dict[str, float]:
+    """The LM loss per predicted token over `encoded` (the val split's corpus lines)."""
+    llm.eval()
+    device = next(llm.parameters()).device
+    loss_sum, n_sum = 0.0, 0
+    for s in range(0, len(encoded), batch_size):
+        ids, mask, labels = (t.to(device) for t in pad_sequences(encoded[s:s + batch_size], pad_id))
+        n = int((labels[:, 1:] != -100).sum())
+        loss_sum += float(llm(input_ids=ids, attention_mask=mask, labels=labels).loss) * n
+        n_sum += n
+    llm.train()
+    return {"val_lm_loss": loss_sum / max(n_sum, 1)}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -345,16 +477,12 @@ def stage_steps(tc: TrainConfig, stage: int) -> tuple[int, int]:
     return (tc.encoder_steps, tc.perception_steps) if stage == 1 else (0, tc.cognition_steps)
 
 
-def curriculum_stage(
-    stage: int, model: EmotionLLM, data: TrainData, val: FeatureSet | None, tc: TrainConfig, out: Path, d: Dist,
-    start_step: int = 0, opt_state: dict | None = None, data_state: dict | None = None, max_steps: int = 0,
-) -> int:
-    """Stage 1 opens with `encoder_steps` of encoder warm-up (fast head + per-encoder probes, no LLM):
-    the encoders learn from the label before the LLM's loss joins. Each phase has its own optimizer
-    and learning-rate schedule; resume picks the phase from the step and the data from its position.
-    Returns the optimizer steps run (at most `max_steps` when it is not 0)."""
+def curriculum_run(stage: int, model: EmotionLLM, data: TrainData, val: FeatureSet | None, tc: TrainConfig,
+                   out: Path, d: Dist) -> StageRun:
+    """Stage 1 or 2 for `run_stage`. Stage 1 opens with `encoder_steps` of encoder warm-up (fast head + per-encoder
+    probes, no LLM): the encoders learn from the label before the LLM's loss joins. Each phase has its own
+    optimizer and learning-rate schedule."""
     warm, with_llm = stage_steps(tc, stage)
-    total = warm + with_llm
     perc = [p for p in model.perception.parameters() if p.requires_grad]
     lora = [p for p in model.llm.parameters() if p.requires_grad]
     adapters = [p for p in model.perception.adapters.parameters() if p.requires_grad]
@@ -363,66 +491,26 @@ def curriculum_stage(
     # still learn at lr)
     tuned_lr = tc.lr * (tc.tuned_lr_scale if tc.encoder_steps or tc.init_perception else 1.0)
 
-    def phase(step: int) -> tuple[torch.optim.Optimizer, list, int, int]:
+    def phase(step: int) -> Phase:
         if step < warm:
-            return optimizer_for([(perc, tc.lr)], tc), perc, 0, warm
+            return Phase(optimizer_for([(perc, tc.lr)], tc), perc, 0, warm)
         groups = [(adapters, tc.lr), (tuned, tuned_lr), (lora, tc.lora_lr)]
-        return optimizer_for(groups, tc), perc + lora, warm, with_llm
+        return Phase(optimizer_for(groups, tc), perc + lora, warm, with_llm)
 
-    if start_step >= total:
-        return 0
-    opt, params, p0, p_total = phase(start_step)
-    if opt_state and start_step != warm:  # a state saved at step == warm belongs to the warm-up's optimizer
-        opt.load_state_dict(opt_state)
-    source = data.source(stage, tc, d.rank, d.world, start=resume_position(data, data_state, start_step, tc, d))
-    batches: Iterator[Sample] = (to_device(s, d.device) for s in source)
+    def backward(micro: list[Sample], step: int) -> dict[str, float]:
+        micro = [to_device(s, d.device) for s in micro]
+        losses = window_backward(model, micro, step >= warm, tc, d).tolist()
+        return dict(zip(("lm_loss", "head_loss", "aux_loss", "attr_loss"), losses, strict=True))
+
     model.train()
-    t0 = time.time()
-    try:
-        for step in range(start_step, total):
-            if step == warm and step > start_step:
-                opt, params, p0, p_total = phase(step)
-            # forward/backward over the micro-batches -> all-reduce -> clip -> step
-            torch.manual_seed(step_seed(tc.seed, stage, d.rank, step))  # dropout masks: a function of the step
-            micro = [next(batches) for _ in range(tc.grad_accum)]
-            lm_loss, head_loss, aux_loss, attr_loss = window_backward(model, micro, step >= warm, tc, d).tolist()
-            average_grads(params, d)
-            norm = clip_and_step(opt, params, step - p0, p_total, tc)
-            if step % tc.log_every == 0 or step == total - 1:
-                log(out, d, {"stage": stage, "step": step, "phase": "encoders" if step < warm else "llm",
-                             "lm_loss": lm_loss, "head_loss": head_loss, "aux_loss": aux_loss, "attr_loss": attr_loss,
-                             "grad_norm": norm, "elapsed_s": round(time.time() - t0, 1)})
-            # evaluate and checkpoint (also where this run was told to stop)
-            evaluate = (step + 1) % tc.eval_every == 0 or step == total - 1 or step + 1 == warm
-            stop = bool(max_steps) and step + 1 - start_step >= max_steps
-            if evaluate and val is not None:
-                log(out, d, {"stage": stage, "step": step, **validate(model, val, n_llm=0 if step < warm else 48)})
-            if evaluate or stop:
-                save_all(model, out, d, {"stage": stage, "step": step + 1, "optimizer": opt.state_dict(),
-                                         "data": source.state_dict()})
-                barrier(d)
-            if stop:
-                return step + 1 - start_step
-    finally:
-        source.close()
-    return total - start_step
-
-
-def step_seed(*coords: int) -> int:
-    return int(np.random.SeedSequence(list(coords)).generate_state(1)[0])
-
-
-def resume_position(data: TrainData, data_state: dict | None, start_step: int, tc: TrainConfig, d: Dist) -> int:
-    """Batches of this stage already consumed; warns when the reader layout changed (the order then differs)."""
-    if not data_state:
-        return start_step * tc.grad_accum
-    layout = {"kind": "shards" if data.sharded else "memory", "batch_size": tc.batch_size, "world": d.world,
-              "lanes": max(1, tc.workers)}
-    changed = {k: (data_state[k], v) for k, v in layout.items() if k in data_state and data_state[k] != v}
-    if changed and d.main:
-        console.print(f"[yellow]resume: data layout changed {changed} (saved vs now); the batches after the "
-                      "checkpoint will not be those of an uninterrupted run[/]")
-    return int(data_state["batches"])
+    return StageRun(
+        stage=stage, total=warm + with_llm, phase=phase, starts=(warm,) if warm else (),
+        source=lambda start: data.source(stage, tc, d.rank, d.world, start=start),
+        layout={"kind": "shards" if data.sharded else "memory", "batch_size": tc.batch_size, "world": d.world,
+                "lanes": max(1, tc.workers)},
+        backward=backward, save=lambda state: save_all(model, out, d, state),
+        validate=(lambda step: validate(model, val, n_llm=0 if step < warm else 48)) if val is not None else None,
+        row=lambda step: {"phase": "encoders" if step < warm else "llm"})
 
 
 # ---------------------------------------------------------------------------------------------
@@ -454,15 +542,23 @@ def train(
     td = TrainData(data, cfg.frontend)
     state = torch.load(out / STATE_FILE, weights_only=False) if resume and (out / STATE_FILE).is_file() else None
     t_start = time.time()
-    if 0 in stages and not (resume and (out / ck.LLM_DIR / "config.json").is_file()):
-        stage0(cfg, tc, td, out, d)
+    left, stopped = tc.stop_after, False  # optimizer steps this run may still take, over all its stages (0: all)
+    start0 = stage0_start(state, resume, out, tc) if 0 in stages else None
+    if start0 is not None:
+        saved = state if start0 else None  # resuming inside stage 0: its optimizer and data position
+        ran = run_stage(stage0_run(cfg, tc, td, out, d, resuming=bool(start0)), tc, out, d, start0,
+                        saved and saved["optimizer"], saved and saved.get("data"), max_steps=left)
+        if left:
+            left -= ran
+            stopped = left <= 0
     cfg.llm.vocab_size = Tokenizer(ck.llm_dir(out, cfg.llm.path)).vocab_size
     if d.main:
         save_yaml(cfg, out / ck.CONFIG_FILE)
     cur = [s for s in stages if s in (1, 2)]
     checksums: list[float] = []
-    if cur:
-        checksums = run_curriculum(cfg, tc, td, out, d, cur, state, progress)
+    if cur and not stopped:
+        curriculum_state = state if state is not None and state["stage"] > 0 else None
+        checksums = run_curriculum(cfg, tc, td, out, d, cur, curriculum_state, progress, left)
     if d.main:
         prev = json.loads((out / ck.META_FILE).read_text()) if (out / ck.META_FILE).is_file() else {}
         source = ck.source_record(ck.llm_dir(out, cfg.llm.path))
@@ -475,9 +571,19 @@ def train(
     return out
 
 
+def stage0_start(state: dict | None, resume: bool, out: Path, tc: TrainConfig) -> int | None:
+    """The step stage 0 starts from: 0, the saved one (resuming inside it), or None (it is done already)."""
+    if not resume:
+        return 0
+    if state is not None:
+        return state["step"] if state["stage"] == 0 and state["step"] < tc.lm_steps else None
+    return None if (out / ck.LLM_DIR / "config.json").is_file() else 0  # no state: a saved LLM is a finished stage 0
+
+
 def run_curriculum(cfg: ModelConfig, tc: TrainConfig, td: TrainData, out: Path, d: Dist, cur: list[int],
-                   state: dict | None, progress: bool) -> list[float]:
-    """Stages 1 and/or 2 (continuing from `state` when resuming); every rank's parameter checksum at the end."""
+                   state: dict | None, progress: bool, left: int) -> list[float]:
+    """Stages 1 and/or 2 (continuing from `state` when resuming; at most `left` steps when it is not 0); every
+    rank's parameter checksum at the end."""
     bad = td.load(progress=progress and d.main)
     val_fs = td.validation(progress=progress) if d.main else None  # validation runs on rank 0 only
     for b in (bad, val_fs.bad if val_fs else []):
@@ -487,7 +593,6 @@ def run_curriculum(cfg: ModelConfig, tc: TrainConfig, td: TrainData, out: Path, 
     model = build_model(cfg, out, resume_lora=state is not None or 1 not in cur,
                         init_perception=tc.init_perception).to(d.device)
     broadcast_params([q for q in model.parameters() if q.requires_grad], d)
-    left = tc.stop_after
     for stage in cur:
         start, opt_state, data_state = 0, None, None
         if state is not None:
@@ -495,7 +600,8 @@ def run_curriculum(cfg: ModelConfig, tc: TrainConfig, td: TrainData, out: Path, 
                 continue
             if state["stage"] == stage:
                 start, opt_state, data_state = state["step"], state["optimizer"], state.get("data")
-        ran = curriculum_stage(stage, model, td, val_fs, tc, out, d, start, opt_state, data_state, max_steps=left)
+        ran = run_stage(curriculum_run(stage, model, td, val_fs, tc, out, d), tc, out, d, start, opt_state, data_state,
+                        max_steps=left)
         state = None
         if left:
             left -= ran
