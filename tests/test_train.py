@@ -30,8 +30,10 @@ def test_checkpoint_layout_and_reload(tiny_ckpt):
 
 def test_stage0_lowers_the_lm_loss(tiny_ckpt):
     rows = [json.loads(line) for line in (tiny_ckpt / "log.jsonl").read_text().splitlines()]
-    losses = [r["lm_loss"] for r in rows if r["stage"] == 0]
+    losses = [r["lm_loss"] for r in rows if r["stage"] == 0 and "lm_loss" in r]  # training rows, not validation
     assert losses[-1] < losses[0]
+    val = [r["val_lm_loss"] for r in rows if r["stage"] == 0 and "val_lm_loss" in r]
+    assert len(val) == 2 and val[-1] < val[0]  # tiny: 6 steps, validated after steps 4 and 6
 
 
 def _stage0_rows(out) -> dict[int, tuple[float, float]]:
