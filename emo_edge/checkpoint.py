@@ -116,7 +116,9 @@ def save_meta(out: Path, meta: dict[str, Any]) -> None:
 
 # config sections that shape the perception weights (and what they are trained on): an init must match in all
 PERCEPTION_SECTIONS = ("frontend", "image_encoder", "video_encoder", "audio_encoder", "fusion")
-FRESH_PREFIXES = ("adapters.", "attributes.")  # sized for the LLM / a training-time head: may start fresh
+FRESH_PREFIXES = ("adapters.", "attributes.", "aux_attr.")  # sized for the LLM / training-time heads: may start fresh
+# training-time probes a checkpoint may have been saved without (they came later); inference never reads them
+OPTIONAL_PREFIXES = ("aux_attr.",)
 
 
 def load_trained_perception(perception: Any, cfg: Any, path: str | Path) -> list[str]:
@@ -137,7 +139,7 @@ def load_trained_perception(perception: Any, cfg: Any, path: str | Path) -> list
         raise ValueError(f"init_perception {path}: its head {theirs.head} differs from this preset's {cfg.head}")
     state = {k: v for k, v in load_file(str(src / PERCEPTION_FILE)).items() if not k.startswith("adapters.")}
     if not cfg.head.attributes:
-        state = {k: v for k, v in state.items() if not k.startswith("attributes.")}
+        state = {k: v for k, v in state.items() if not k.startswith(("attributes.", "aux_attr."))}
     missing, unexpected = perception.load_state_dict(state, strict=False)
     kept_fresh = [k for k in missing if k.startswith(FRESH_PREFIXES)]
     if unexpected or len(kept_fresh) != len(missing):
@@ -173,6 +175,7 @@ def load_checkpoint(path: str | Path, merge: bool = False) -> Any:
     model = EmotionLLM(cfg, llm, Tokenizer(base), allow_random=True)  # every perception weight is loaded below
     state = load_file(str(ckpt / PERCEPTION_FILE))
     missing, unexpected = model.perception.load_state_dict(state, strict=False)
+    missing = [k for k in missing if not k.startswith(OPTIONAL_PREFIXES)]
     if missing or unexpected:
         raise ValueError(f"checkpoint {ckpt}: perception weights do not match its config "
                          f"(missing {missing[:3]}, unexpected {unexpected[:3]})")

@@ -244,6 +244,10 @@ class TrainConfig:
     grad_clip: float = 1.0
     head_weight: float = 1.0  # weight of the fast head's loss next to the LM loss
     aux_weight: float = 0.5  # weight of the per-encoder probe losses
+    # the encoder warm-up trains each encoder from its own probes only (fusion, head and adapters learn on its
+    # tokens detached), with AdamW's default betas and no gradient-norm clipping, as an encoder trained alone;
+    # otherwise the head's gradient reaches every encoder from the first step
+    isolate_encoders: bool = False
     attr_weight: float = 0.5  # weight of the observable-attribute loss (model.head.attributes > 0)
     augment: bool = True  # visual views: similarity transform + brightness/contrast; audio: a time shift
     drop_video: float = 0.15  # modality dropout probabilities (never both video and audio)

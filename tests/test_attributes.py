@@ -13,8 +13,8 @@ import torch.nn.functional as F
 from emo_edge.config import TrainConfig
 from emo_edge.data.schema import Record
 from emo_edge.data.synth_v2 import ATTRIBUTES
-from emo_edge.train.data import ATTRIBUTE_STREAM, attribute_targets
-from emo_edge.train.loop import attribute_loss_sum
+from emo_edge.train.data import ATTRIBUTE_STREAM, PROBE_ATTRIBUTES, attribute_targets
+from emo_edge.train.loop import attribute_loss_sum, probe_attribute_loss_sum
 
 NAMES = [a.name for a in ATTRIBUTES]
 
@@ -52,6 +52,65 @@ def test_loss_counts_only_known_targets():
     torch.testing.assert_close(got, want)
     assert attribute_loss_sum({}, targets).item() == 0.0  # no attribute head: no loss
     assert attribute_loss_sum({"attributes": logits}, torch.full_like(targets, -1.0)).item() == 0.0
+
+
+def test_each_encoder_probe_is_asked_only_what_its_view_shows():
+    by_stream = {k: [n for n, on in zip(NAMES, row, strict=True) if on] for k, row in
+                 zip(("image", "video", "audio"), PROBE_ATTRIBUTES, strict=True)}
+    assert by_stream == {"image": ["intensity", "mouth", "head", "gaze"],  # one frame shows no blink rate or onset
+                         "video": ["blinking", "onset"],  # what the frames add to the peak frame
+                         "audio": ["contour", "pause", "rate", "loudness"]}
+
+
+def test_probe_attribute_loss_counts_each_encoder_on_its_view_only():
+    g = torch.Generator().manual_seed(0)
+    logits = torch.randn(2, 3, len(NAMES), generator=g)
+    targets = torch.tensor([[1.0] * 6 + [0.0] * 4, [-1.0] * 6 + [1.0] * 4])  # clip 1: face dropped
+    got = probe_attribute_loss_sum({"aux_attr": logits}, targets)
+    want = torch.zeros(())
+    for b in range(2):
+        for m in range(3):
+            for a in range(len(NAMES)):
+                if targets[b, a] >= 0 and PROBE_ATTRIBUTES[m, a]:
+                    want = want + F.binary_cross_entropy_with_logits(logits[b, m, a], targets[b, a])
+    torch.testing.assert_close(got, want)
+    # the image probe's blink and onset logits and the audio probe's face logits take no loss
+    unseen = logits.clone()
+    unseen[:, 0, 4:] += 50.0
+    unseen[:, 2, :6] -= 50.0
+    torch.testing.assert_close(probe_attribute_loss_sum({"aux_attr": unseen}, targets), want)
+    assert probe_attribute_loss_sum({}, targets).item() == 0.0
+
+
+def test_isolated_warm_up_trains_each_encoder_from_its_own_probes_only():
+    """With `isolate`, the head's loss reaches fusion and head but no encoder; the probes still reach theirs."""
+    from emo_edge.config import load_preset
+    from emo_edge.model.perception import Perception
+
+    cfg = load_preset("tiny").model
+    cfg = replace(cfg, head=replace(cfg.head, attributes=len(NAMES)))
+    fe = cfg.frontend
+    g = torch.Generator().manual_seed(0)
+    x = (torch.rand(2, 3, fe.image_size, fe.image_size, generator=g),
+         torch.rand(2, fe.n_frames, 3, fe.frame_size, fe.frame_size, generator=g),
+         torch.randn(2, fe.n_mels, fe.n_mel_frames, generator=g), torch.ones(2, 3))
+    torch.manual_seed(0)
+    p = Perception(cfg, 64)
+    encoders = [p.image_encoder, p.video_encoder, p.audio_encoder]
+
+    def grads(isolate: bool, key: str) -> list[float]:
+        p.zero_grad()
+        out = p(*x, isolate=isolate)
+        out[key].square().sum().backward()
+        return [sum(float(q.grad.abs().sum()) for q in e.parameters() if q.grad is not None) for e in encoders]
+
+    assert min(grads(False, "logits")) > 0  # joint: the head's loss reaches every encoder
+    assert grads(True, "logits") == [0.0, 0.0, 0.0]
+    assert grads(True, "attributes") == [0.0, 0.0, 0.0]
+    assert min(grads(True, "aux")) > 0 and min(grads(True, "aux_attr")) > 0
+    p.zero_grad()
+    p(*x, isolate=True)["logits"].square().sum().backward()
+    assert float(p.fusion.proj["image"][0].weight.grad.abs().sum()) > 0  # the fusion still learns
 
 
 @pytest.fixture(scope="module")

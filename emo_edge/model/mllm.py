@@ -142,7 +142,8 @@ class EmotionLLM(nn.Module):
         target = labels[:, labels.shape[1] - keep + 1:]
         lm_loss = nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), target.reshape(-1),
                                               ignore_index=IGNORE)
-        return {"lm_loss": lm_loss, **{k: v for k, v in p.items() if k in ("logits", "va", "aux", "attributes")}}
+        heads = ("logits", "va", "aux", "attributes", "aux_attr")
+        return {"lm_loss": lm_loss, **{k: v for k, v in p.items() if k in heads}}
 
     # -- greedy generation -------------------------------------------------------------------
     @torch.no_grad()

@@ -350,6 +350,9 @@ class Perception(nn.Module):
         a = cfg.head.attributes
         d = cfg.fusion.dim
         self.attributes = nn.Sequential(nn.LayerNorm(d), mlp(d, cfg.head.hidden, a)) if a else None
+        # the same attributes probed linearly from each encoder's mean token (the loss counts only those its view
+        # can see): the encoder's own gradient for them, as `aux` is for the label; never exported
+        self.aux_attr = nn.ModuleDict({k: nn.Linear(widths[k], a) for k in FUSED}) if a else None
         tb = cfg.tokens
         adapters = {}
         if tb.fusion:
@@ -390,14 +393,19 @@ class Perception(nn.Module):
         return torch.cat(cols, dim=1)
 
     def forward(
-        self, image: torch.Tensor, frames: torch.Tensor, mel: torch.Tensor, present: torch.Tensor
+        self, image: torch.Tensor, frames: torch.Tensor, mel: torch.Tensor, present: torch.Tensor,
+        isolate: bool = False,
     ) -> dict[str, torch.Tensor]:
+        """`isolate` (training): the fusion reads the encoders' tokens detached, so each encoder learns only from
+        its own probes while fusion, head and adapters learn on top of it."""
         feats = {"image": self.encode_image(image), "video": self.encode_video(frames), "audio": self.encode_audio(mel)}
-        fused = self.fuse(feats, present)
+        fused = self.fuse({k: v.detach() for k, v in feats.items()} if isolate else feats, present)
         logits, va = self.head(fused)
         aux = torch.stack([self.aux[k](feats[k].mean(dim=1)) for k in FUSED], dim=1)  # (B, M, L)
         out = {"fused": fused, "logits": logits, "va": va, "aux": aux, "tokens": self.embed_streams(feats, fused),
                "token_mask": self.stream_mask(present)}
         if self.attributes is not None:
             out["attributes"] = self.attributes(fused.mean(dim=1))  # (B, A) logits
+        if self.aux_attr is not None:
+            out["aux_attr"] = torch.stack([self.aux_attr[k](feats[k].mean(dim=1)) for k in FUSED], dim=1)  # (B, M, A)
         return out

@@ -43,6 +43,7 @@ from emo_edge.model.perception import FUSED
 from emo_edge.model.tokenizer import Tokenizer, train_sentencepiece
 from emo_edge.prompts import text_only
 from emo_edge.train.data import (
+    PROBE_ATTRIBUTES,
     STAGE_TASKS,
     Sample,
     TextSource,
@@ -152,13 +153,18 @@ def log(out: Path, d: Dist, row: dict) -> None:
     console.print(" ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in row.items()))
 
 
-def optimizer_for(groups: list[tuple[list[torch.nn.Parameter], float]], tc: TrainConfig) -> torch.optim.AdamW:
+def optimizer_for(groups: list[tuple[list[torch.nn.Parameter], float]], tc: TrainConfig,
+                  betas: tuple[float, float] = (0.9, 0.98)) -> torch.optim.AdamW:
     return torch.optim.AdamW([{"params": p, "lr": lr, "peak": lr} for p, lr in groups if p],
-                             weight_decay=tc.weight_decay, betas=(0.9, 0.98))
+                             weight_decay=tc.weight_decay, betas=betas)
 
 
-def clip_and_step(opt: torch.optim.Optimizer, params: list, step: int, total: int, tc: TrainConfig) -> float:
-    norm = float(torch.nn.utils.clip_grad_norm_(params, tc.grad_clip))
+def clip_and_step(opt: torch.optim.Optimizer, params: list, step: int, total: int, tc: TrainConfig,
+                  clip: float | None = None) -> float:
+    """Clip the gradients' global norm to `clip` (None: `tc.grad_clip`; 0: no clipping), set the step's learning
+    rates, step; returns the norm before clipping."""
+    limit = tc.grad_clip if clip is None else (clip or float("inf"))
+    norm = float(torch.nn.utils.clip_grad_norm_(params, limit))
     for g in opt.param_groups:
         g["lr"] = lr_at(step, total, g["peak"], tc.warmup_steps)
     opt.step()
@@ -179,6 +185,7 @@ class Phase:
     params: list[torch.nn.Parameter]
     first: int
     steps: int
+    clip: float | None = None  # the gradient norm limit (None: train.grad_clip; 0: none)
 
 
 @dataclass
@@ -217,7 +224,7 @@ def run_stage(run: StageRun, tc: TrainConfig, out: Path, d: Dist, start_step: in
             torch.manual_seed(step_seed(tc.seed, run.stage, d.rank, step))  # dropout masks: a function of the step
             losses = run.backward([next(batches) for _ in range(tc.grad_accum)], step)
             average_grads(ph.params, d)
-            norm = clip_and_step(ph.opt, ph.params, step - ph.first, ph.steps, tc)
+            norm = clip_and_step(ph.opt, ph.params, step - ph.first, ph.steps, tc, ph.clip)
             if step % tc.log_every == 0 or step == run.total - 1:
                 log(out, d, {"stage": run.stage, "step": step, **run.row(step), **losses, "grad_norm": norm,
                              "elapsed_s": round(time.time() - t0, 1)})
@@ -352,6 +359,7 @@ def validate(model: EmotionLLM, fs: FeatureSet, n_llm: int = 48) -> dict[str, fl
     correct, llm_correct, n_asked = 0, 0, 0
     aux_correct = np.zeros(len(FUSED))
     attr_truth, attr_hit = attribute_targets(fs.records), np.zeros(len(ATTRIBUTES))
+    probe_hit, probe_n = np.zeros(len(FUSED)), np.zeros(len(FUSED))  # the encoders' own attribute probes
     for s in range(0, len(fs), 64):
         idx = np.arange(s, min(s + 64, len(fs)))
         on = np.ones(len(idx), bool)
@@ -364,6 +372,11 @@ def validate(model: EmotionLLM, fs: FeatureSet, n_llm: int = 48) -> dict[str, fl
         if "attributes" in p:
             t = attr_truth[idx]
             attr_hit += (((p["attributes"].float().cpu().numpy() > 0) == (t == 1)) & (t >= 0)).sum(axis=0)
+        if "aux_attr" in p:
+            t = attr_truth[idx][:, None, :]
+            scored = (t >= 0) * PROBE_ATTRIBUTES[None]
+            probe_hit += (((p["aux_attr"].float().cpu().numpy() > 0) == (t == 1)) * scored).sum(axis=(0, 2))
+            probe_n += scored.sum(axis=(0, 2))
         if n_asked < n_llm:
             answers = model.generate(batch, max_new_tokens=4, perception=p)
             llm_correct += sum(parse_label(a) == LABELS[fs.labels[i]] for a, i in zip(answers, idx, strict=True))
@@ -374,7 +387,8 @@ def validate(model: EmotionLLM, fs: FeatureSet, n_llm: int = 48) -> dict[str, fl
     n_known = (attr_truth >= 0).sum()
     has_head = model.perception.attributes is not None  # an all-wrong head still reports its 0.0
     attr = {"val_attr_acc": float(attr_hit.sum() / n_known)} if n_known and has_head else {}
-    return {"val_head_acc": correct / len(fs), **llm, **aux, **attr}
+    probes = {f"val_{k}_attr_acc": float(h / n) for k, h, n in zip(FUSED, probe_hit, probe_n, strict=True) if n}
+    return {"val_head_acc": correct / len(fs), **llm, **aux, **attr, **probes}
 
 
 def build_model(cfg: ModelConfig, out: Path, resume_lora: bool, init_perception: str = "") -> EmotionLLM:
@@ -412,14 +426,14 @@ def save_all(model: EmotionLLM, out: Path, d: Dist, state: dict) -> None:
 
 
 def window_counts(micro: list[Sample], answer_tokens: list[int], d: Dist) -> torch.Tensor:
-    """[answer tokens, clips, labelled clips, labelled present streams, known attribute targets] over the
-    step's micro-batches on all ranks."""
-    n = torch.zeros(5, dtype=torch.float64)
+    """[answer tokens, clips, labelled clips, labelled present streams, known attribute targets, scored probe
+    attribute targets] over the step's micro-batches on all ranks."""
+    n = torch.zeros(6, dtype=torch.float64)
     for (batch, labels, _, attrs), n_tok in zip(micro, answer_tokens, strict=True):
         known = (labels >= 0).double().cpu()
         n += torch.stack([torch.tensor(float(n_tok), dtype=torch.float64), torch.tensor(float(len(labels))),
                           known.sum(), (batch.present.cpu().double() * known[:, None]).sum(),
-                          (attrs >= 0).double().sum().cpu()])
+                          (attrs >= 0).double().sum().cpu(), probe_attribute_mask(attrs).double().sum().cpu()])
     return all_reduce_sum(n.to(d.device), d).cpu().clamp(min=1)
 
 
@@ -443,6 +457,22 @@ def attribute_loss_sum(out: dict[str, torch.Tensor], attrs: torch.Tensor) -> tor
     return (bce * known).sum()
 
 
+def probe_attribute_mask(attrs: torch.Tensor) -> torch.Tensor:
+    """(B, M, A) 1 where encoder m's attribute probe is scored: a known target its view can see (`attrs` is
+    already -1 where the attribute's stream was dropped)."""
+    return (attrs >= 0)[:, None, :] * torch.from_numpy(PROBE_ATTRIBUTES).to(attrs.device)[None]
+
+
+def probe_attribute_loss_sum(out: dict[str, torch.Tensor], attrs: torch.Tensor) -> torch.Tensor:
+    """Binary cross-entropy of the encoders' own attribute probes, summed where `probe_attribute_mask` is 1."""
+    if "aux_attr" not in out:
+        return attrs.new_zeros(())
+    logits = _wide(out["aux_attr"])
+    bce = F.binary_cross_entropy_with_logits(logits, attrs.clamp(min=0)[:, None, :].expand_as(logits),
+                                             reduction="none")
+    return (bce * probe_attribute_mask(attrs)).sum()
+
+
 def _wide(x: torch.Tensor) -> torch.Tensor:
     """Losses in float32 at least (autocast leaves bf16 outputs); float64 stays float64."""
     return x.float() if x.dtype in (torch.float16, torch.bfloat16) else x
@@ -457,16 +487,20 @@ def window_backward(model: EmotionLLM, micro: list[Sample], with_llm: bool, tc: 
     Ranks scale by the world size because `average_grads` divides by it.
     """
     answer_tokens = [model.n_answer_tokens(b.answers) if with_llm else 0 for b, *_ in micro]
-    n_tok, n_clips, n_lab, n_streams, n_attr = window_counts(micro, answer_tokens, d).tolist()
+    n_tok, n_clips, n_lab, n_streams, n_attr, n_probe_attr = window_counts(micro, answer_tokens, d).tolist()
     logged = torch.zeros(4, dtype=torch.float64)
+    # the encoder warm-up may isolate the encoders: each then learns from its own probes only
+    isolate = tc.isolate_encoders and not with_llm
     for (batch, labels, va, attrs), n_answer in zip(micro, answer_tokens, strict=True):
         with autocast(d, tc):
-            out = model(batch) if with_llm else model.perception(batch.image, batch.frames, batch.mel, batch.present)
+            out = model(batch) if with_llm else model.perception(batch.image, batch.frames, batch.mel, batch.present,
+                                                                  isolate=isolate)
         ce, se, probe = loss_sums(out, labels, va, batch.present)
         lm = _wide(out["lm_loss"]) * n_answer / n_tok if with_llm else ce.new_zeros(())
         head = ce / n_lab + se / (2 * n_clips)
         aux = probe / n_streams
-        attr = attribute_loss_sum(out, attrs) / n_attr
+        # the fused attribute head and the encoders' own attribute probes, each a mean over its scored targets
+        attr = attribute_loss_sum(out, attrs) / n_attr + probe_attribute_loss_sum(out, attrs) / n_probe_attr
         (d.world * (lm + tc.head_weight * head + tc.aux_weight * aux + tc.attr_weight * attr)).backward()
         logged += torch.tensor([lm.item(), head.item(), aux.item(), attr.item()], dtype=torch.float64)
     return all_reduce_sum(logged.to(d.device), d).cpu()
@@ -492,6 +526,10 @@ def curriculum_run(stage: int, model: EmotionLLM, data: TrainData, val: FeatureS
     tuned_lr = tc.lr * (tc.tuned_lr_scale if tc.encoder_steps or tc.init_perception else 1.0)
 
     def phase(step: int) -> Phase:
+        if step < warm and tc.isolate_encoders:
+            # each encoder as if trained alone: AdamW's default betas and no clipping of the global gradient norm
+            # (with both, the temporal view stayed at chance; docs/synthemo-v2-training.md)
+            return Phase(optimizer_for([(perc, tc.lr)], tc, betas=(0.9, 0.999)), perc, 0, warm, clip=0.0)
         if step < warm:
             return Phase(optimizer_for([(perc, tc.lr)], tc), perc, 0, warm)
         groups = [(adapters, tc.lr), (tuned, tuned_lr), (lora, tc.lora_lr)]
