@@ -21,7 +21,7 @@ def _warp(img: np.ndarray, m: np.ndarray) -> np.ndarray:
 
 def augment_views(
     frames: np.ndarray, image: np.ndarray, rng: np.random.Generator,
-    shift: float = 0.08, scale: float = 0.1, degrees: float = 8.0, jitter: float = 0.2,
+    shift: float = 0.08, scale: float = 0.1, degrees: float = 4.0, jitter: float = 0.2,
 ) -> tuple[np.ndarray, np.ndarray]:
     """frames (B, T, s, s, 3) and image (B, S, S, 3), uint8 -> augmented copies of both."""
     frames_out, image_out = np.empty_like(frames), np.empty_like(image)
