@@ -166,7 +166,7 @@ def test_manifest_draws_are_seeded_prefixes(manifest, fp32_dir, tmp_path):
     p = presence(400, 0.25, seed=0)
     assert 0.15 < float((p.min(1) == 0).mean()) < 0.35 and np.array_equal(p[:, 0], p[:, 1])
     shipped = load_manifest(Path(__file__).resolve().parents[1] / "calibration" / "synthemo-val.yaml")
-    assert shipped.split == "val" and Path(shipped.data).name == "synthemo"
+    assert shipped.split == "val" and Path(shipped.data).name == "synthemo-v2"  # the data the default trained on
     bad = tmp_path / "bad.yaml"
     bad.write_text("data: x\nclips: 3\n")
     with pytest.raises(ValueError, match=r"unknown key\(s\) \['clips'\]"):
