@@ -479,7 +479,7 @@ def _wide(x: torch.Tensor) -> torch.Tensor:
 
 
 def window_backward(model: EmotionLLM, micro: list[Sample], with_llm: bool, tc: TrainConfig, d: Dist) -> torch.Tensor:
-    """Forward and backward over one optimizer step's micro-batches; returns [lm, head, aux] losses.
+    """Forward and backward over one optimizer step's micro-batches; returns the [lm, head, aux, attr] losses.
 
     Each loss is the mean over the whole window (every micro-batch of every rank): the LM loss per
     answer token, the head loss per clip, the probe loss per present stream. So a step's gradient
