@@ -372,3 +372,27 @@ def test_report_reads_the_label_from_the_reason_so_they_cannot_disagree() -> Non
     one = build_report(fs, Predictions(["sad", "sad"], reasons, reasons, from_reason=True), "reason", ("video",))
     assert one["answer_reason_consistency"] == 1.0 and one["acc"] == 1.0
     assert one["cue_recall"] == 0.25 and one["cue_precision"] == 0.5 and one["label_cue_recall"] == 0.5
+
+
+def test_cue_recall_by_attribute_splits_the_recall_by_attribute() -> None:
+    """Per attribute, the share of clips whose reason names their own value; the onset of worried / surprise is
+    label-derived and not counted (a copy of `own_cues_by_attribute` that kept it gave onset 0.5 and failed)."""
+    from types import SimpleNamespace
+
+    from emo_edge.data import synth_v2 as v2
+    from emo_edge.data.schema import Record
+    from emo_edge.eval.evaluate import Predictions, build_report
+    from emo_edge.eval.metrics import cue_recall_by_group
+
+    assert cue_recall_by_group(["a b", "b"], [{"x": "a", "y": "b"}, {"y": "c"}]) == {"x": 1.0, "y": 0.5}
+    values = {**{a.name: sorted(a.phrases)[0] for a in v2.ATTRIBUTES}, "contour": "rising", "onset": "slow"}
+    records = [Record(id=f"c{i}", dataset="d", video="v.mp4", audio=None, subtitle="", label=lab, cues=[],
+                      meta={"attributes": values}) for i, lab in enumerate(["sad", "worried"])]
+    reasons = ["The voice has rising pitch and a slow build-up. The answer is sad.",
+               "The voice has falling pitch. The answer is worried."]
+    report = build_report(SimpleNamespace(records=records, bad=[]),
+                          Predictions(["sad", "worried"], reasons, reasons, from_reason=True), "reason", ("video",))
+    by = report["cue_recall_by_attribute"]
+    assert by["contour"] == 0.5 and by["onset"] == 1.0 and by["gaze"] == 0.0
+    assert set(by) == {a.name for a in v2.ATTRIBUTES}
+    assert v2.own_cues_by_attribute("worried", values).keys() == set(by) - {"onset"}

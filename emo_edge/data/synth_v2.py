@@ -122,6 +122,13 @@ def sample_attributes(rng: np.random.Generator, label: str) -> dict[str, str]:
     return values
 
 
+def own_cues_by_attribute(label: str, values: dict[str, str]) -> dict[str, str]:
+    """The clip's own cue phrase of each label-independent attribute, as the reason writes it, by attribute name
+    (the onset of worried / surprise is label-derived and left out)."""
+    return {a.name: txt.phrase(a.phrases[values[a.name]]) for a in ATTRIBUTES
+            if not (a.name == "onset" and label in TEMPORAL_PAIR)}
+
+
 def attribute_cues(label: str, values: dict[str, str]) -> tuple[list[str], list[str]]:
     """(the clip's own label-independent cue phrases, every phrase those attributes could have had)."""
     own, options = [], []

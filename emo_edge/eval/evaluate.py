@@ -17,6 +17,7 @@ from emo_edge.eval.metrics import (
     agreement,
     answer_reason_consistency,
     classification_report,
+    cue_recall_by_group,
     mean_cue_precision,
     mean_cue_recall,
     plot_confusion,
@@ -132,27 +133,37 @@ def _run(
     return report
 
 
-def reason_scores(records: list, preds: Predictions) -> dict[str, float | None]:
+def reason_scores(records: list, preds: Predictions) -> dict[str, Any]:
     """Cue recall/precision of the reasons and their agreement with the answers (None without reasons).
 
     `cue_recall` counts each record's `cues`; SynthEmo v2 records keep there only the clip's own
     label-independent attributes and list every attribute phrase in meta["cue_options"] (so
     `cue_precision` can count hallucinated ones) and the label-derived cues in meta["label_cues"]
     (`label_cue_recall`). v1 records have only `cues` (label-derived): no precision, no label recall.
+    `cue_recall_by_attribute` splits `cue_recall` by v2 attribute (name -> share of the clips whose reason names
+    their own value), so a view that is not read shows as the attributes it carries.
     `reason_fluency`: the share of reasons that are grammatical English sentences naming a visual and a vocal
     cue (`emo_edge.eval.fluency`).
     """
     if not preds.reasons:
-        return {"cue_recall": None, "cue_precision": None, "label_cue_recall": None, "reason_fluency": None,
-                "answer_reason_consistency": None}
+        return {"cue_recall": None, "cue_precision": None, "label_cue_recall": None, "cue_recall_by_attribute": None,
+                "reason_fluency": None, "answer_reason_consistency": None}
     options = [r.meta.get("cue_options") for r in records]
     has_options = all(o is not None for o in options)
     label_cues = [r.meta.get("label_cues") for r in records]
+    values = [r.meta.get("attributes") for r in records]
+    by_attribute = None
+    if all(v is not None for v in values):  # SynthEmo v2: which attributes the reasons get right
+        from emo_edge.data.synth_v2 import own_cues_by_attribute
+
+        own = [own_cues_by_attribute(r.label, v) for r, v in zip(records, values, strict=True)]
+        by_attribute = cue_recall_by_group(preds.reasons, own)
     return {
         "cue_recall": mean_cue_recall(preds.reasons, [r.cues for r in records]),
         "cue_precision": mean_cue_precision(preds.reasons, [r.cues for r in records], options) if has_options else None,
         "label_cue_recall": (mean_cue_recall(preds.reasons, label_cues)
                              if all(c is not None for c in label_cues) else None),
+        "cue_recall_by_attribute": by_attribute,
         "reason_fluency": reason_fluency(preds.reasons),
         "answer_reason_consistency": answer_reason_consistency(preds.llm, preds.reasons) if preds.answers else None,
     }

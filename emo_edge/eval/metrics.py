@@ -161,6 +161,17 @@ def mean_cue_precision(
     return float(np.mean(values)) if values else math.nan
 
 
+def cue_recall_by_group(answers: Sequence[str], cues: Sequence[Mapping[str, str]]) -> dict[str, float]:
+    """Per group (e.g. an attribute: its name -> the clip's own phrase), the share of the clips having that group
+    whose answer names the phrase (matching as in `cue_recall`); groups in first-seen order."""
+    _check_pair(answers, cues, "answers, cues")
+    hits: dict[str, list[bool]] = {}
+    for answer, groups in zip(answers, cues, strict=True):
+        for name, phrase in groups.items():
+            hits.setdefault(name, []).append(_names_verbatim(answer, phrase))
+    return {name: float(np.mean(v)) for name, v in hits.items()}
+
+
 def answer_reason_consistency(answers: Sequence[str | None], reasons: Sequence[str]) -> float:
     """Share of clips whose answer label equals its reason's conclusion; a missing side counts as a disagreement."""
     n = _check_pair(answers, reasons, "answers, reasons")
