@@ -107,6 +107,18 @@ def target_table(runs: Runs, targets: list[Target] = TARGETS) -> list[str]:
     return lines
 
 
+def attribute_table(runs: Runs) -> list[str]:
+    """Cue recall per attribute (`cue_recall_by_attribute`) of every run that has it, attributes as columns."""
+    rows = {name: r["cue_recall_by_attribute"] for name, r in runs.items() if r.get("cue_recall_by_attribute")}
+    if not rows:
+        return []
+    names = list(dict.fromkeys(k for by in rows.values() for k in by))
+    lines = ["| run | " + " | ".join(names) + " |", "|---" * (len(names) + 1) + "|"]
+    for run, by in rows.items():
+        lines.append(f"| {run} | " + " | ".join(_cell(by.get(k)) for k in names) + " |")
+    return lines
+
+
 def main(d: Path) -> None:
     runs = load_runs(d)
     limited = sorted({r["n"] for r in runs.values()})
@@ -115,6 +127,10 @@ def main(d: Path) -> None:
     if limited and max(limited) < 600:
         print(f"(at most {max(limited)} clips per run: a smoke run, not the measurement)\n")
     print("\n".join(target_table(runs)))
+    by_attribute = attribute_table(runs)
+    if by_attribute:
+        print("\ncue recall by attribute (the share of reasons naming the clip's own value):\n")
+        print("\n".join(by_attribute))
 
 
 if __name__ == "__main__":

@@ -68,3 +68,14 @@ def test_load_runs_keeps_evaluation_reports_only(tmp_path, capsys):
     m.main(tmp_path)
     out = capsys.readouterr().out
     assert "| default-llm | 8 | 0.5000 | 0.5000 | - | 0.9000 |" in out and "a smoke run" in out
+
+
+def test_attribute_table_lists_each_runs_recall_by_attribute():
+    m = _module()
+    runs = {"default-llm": {"n": 600, "waf": 0.9, "cue_recall_by_attribute": {"gaze": 0.5, "onset": 0.75}},
+            "seed12345-llm": {"n": 600, "waf": 0.9, "cue_recall_by_attribute": {"gaze": 0.25}},
+            "default-head": {"n": 600, "waf": 0.9, "cue_recall_by_attribute": None}}
+    lines = m.attribute_table(runs)
+    assert lines[0] == "| run | gaze | onset |"
+    assert lines[2:] == ["| default-llm | 0.5000 | 0.7500 |", "| seed12345-llm | 0.2500 | - |"]
+    assert m.attribute_table({"default-head": runs["default-head"]}) == []
