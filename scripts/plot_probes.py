@@ -17,8 +17,11 @@ from pathlib import Path
 
 PANELS = (("val_head_acc", "fast head"), ("val_image_only_acc", "peak-frame probe"),
           ("val_video_only_acc", "temporal-view probe"), ("val_audio_only_acc", "audio probe"),
-          ("val_attr_acc", "attribute head (10 binary)"), ("val_video_attr_acc", "temporal view: blinking, onset"))
-CHANCE = {"val_attr_acc": 0.5, "val_video_attr_acc": 0.5}  # binary attributes; the labels' chance is 1/6
+          ("val_attr_acc", "attribute head (10 binary)"),
+          ("val_image_attr_acc", "peak frame: intensity, mouth, head, gaze"),
+          ("val_video_attr_acc", "temporal view: blinking, onset"), ("val_audio_attr_acc", "audio: the 4 vocal"))
+CHANCE = {k: 0.5 for k in ("val_attr_acc", "val_image_attr_acc", "val_video_attr_acc", "val_audio_attr_acc")}
+# binary attributes; the labels' chance is 1/6
 
 
 def val_rows(path: Path, stage: int) -> list[dict]:
@@ -43,8 +46,8 @@ def main(argv: list[str] | None = None) -> None:
         if not sep:
             raise SystemExit(f"{spec!r}: expected NAME=RUN_DIR")
         runs.append((name, val_rows(Path(path), args.stage)))
-    fig = Figure(figsize=(12, 6.5), layout="constrained")
-    axes = fig.subplots(2, 3, sharex=True).ravel()
+    fig = Figure(figsize=(16, 6.5), layout="constrained")
+    axes = fig.subplots(2, 4, sharex=True).ravel()
     for ax, (key, title) in zip(axes, PANELS, strict=True):
         for i, (name, rows) in enumerate(runs):
             pts = [(r["step"] + 1, r[key]) for r in rows if key in r]
@@ -54,7 +57,7 @@ def main(argv: list[str] | None = None) -> None:
         ax.set_title(title)
         ax.set_ylim(0, 1)
         ax.grid(alpha=0.3)
-    for ax in axes[3:]:
+    for ax in axes[4:]:
         ax.set_xlabel(f"stage {args.stage} step")
     axes[0].legend(fontsize=8)
     fig.suptitle(f"validation accuracy over stage {args.stage} (600 SynthEmo v2 val clips)")
