@@ -26,6 +26,6 @@ class Clip:
 
 
 def clip_from_media(frames: np.ndarray, wave: np.ndarray, fe: FrontendConfig) -> Clip:
-    temporal, peak = video_views(frames, fe.n_frames, fe.frame_size, fe.image_size)
+    temporal, peak = video_views(frames, fe.n_frames, fe.frame_size, fe.image_size, fe.peak_frame)
     mel = log_mel(fit_length(wave, fe.n_samples), fe.n_mels, fe.n_fft, fe.hop_length, fe.sample_rate)
     return Clip(temporal, peak, mel)

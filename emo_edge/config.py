@@ -24,6 +24,9 @@ VISION_ARCHS: tuple[str, ...] = ("builtin", "siglip")  # ViTConfig.arch
 AUDIO_ARCHS: tuple[str, ...] = ("builtin", "whisper")  # AudioEncoderConfig.arch
 
 
+PEAK_METHODS = ("max_change", "sustained")  # the peak frame selectors of emo_edge.vision.peak_index
+
+
 @dataclass
 class FrontendConfig:
     """Preprocessing shared by training and the runtime (numpy only)."""
@@ -36,12 +39,17 @@ class FrontendConfig:
     n_frames: int = 8  # frames sampled uniformly over the window for the temporal view
     frame_size: int = 64  # px, square side of temporal-view frames
     image_size: int = 112  # px, square side of the peak frame (spatial view)
+    # how the peak frame is chosen (PEAK_METHODS, emo_edge.vision.peak_index): "max_change", or "sustained", which
+    # never picks a blink; a model is trained and served with the same one (configs without it: max_change)
+    peak_frame: str = "max_change"
 
     def __post_init__(self) -> None:
         if self.hop_length <= 0 or self.n_fft < self.hop_length:
             raise ValueError(f"frontend: need 0 < hop_length <= n_fft, got {self.hop_length} and {self.n_fft}")
         if self.n_frames < 1:
             raise ValueError(f"frontend.n_frames must be >= 1, got {self.n_frames}")
+        if self.peak_frame not in PEAK_METHODS:
+            raise ValueError(f"frontend.peak_frame must be one of {', '.join(PEAK_METHODS)}, got {self.peak_frame!r}")
 
     @property
     def n_samples(self) -> int:

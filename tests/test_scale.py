@@ -89,6 +89,14 @@ def test_frontend_mismatch_is_refused(shard_dir):
         index.check_frontend(other)
 
 
+def test_shards_written_before_the_peak_frame_setting_meant_max_change(shard_dir):
+    index = sh.ShardIndex.load(shard_dir, "train")
+    del index.frontend["peak_frame"]  # an index.json written before FrontendConfig.peak_frame existed
+    index.check_frontend(FE)
+    with pytest.raises(ValueError, match="peak_frame"):
+        index.check_frontend(dataclasses.replace(FE, peak_frame="sustained"))
+
+
 def test_shards_may_not_overwrite_the_source(synth_dir):
     with pytest.raises(ValueError, match="must not be the data directory"):
         sh.write_shards(synth_dir / "val.jsonl", synth_dir, "val", FE, shard_size=4, progress=False)
