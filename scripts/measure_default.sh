@@ -20,14 +20,17 @@ N=data/synthemo-v2-neutral-text         # the test split's neutral-text variant 
 LIM=(${LIMIT:+--limit "$LIMIT"})
 mkdir -p "$R"
 
-# has DIR a v2 test split of at least N_TEST clips of this seed and text variant? (a LIMIT run writes small ones)
+# has DIR a v2 test split of at least N_TEST clips of this seed, text variant and render revision? (a LIMIT run
+# writes small ones)
 has_test() {  # DIR SEED NEUTRAL(true|false)
   python - "$1/test.synth.json" "$2" "$3" "$N_TEST" <<'PY'
 import json, sys
 from pathlib import Path
+from emo_edge.data.synth_v2 import RENDER
 p, seed, neutral, n = Path(sys.argv[1]), int(sys.argv[2]), sys.argv[3] == "true", int(sys.argv[4])
 i = json.loads(p.read_text()) if p.is_file() else {}
 ok = i.get("version") == 2 and i.get("seed") == seed and i.get("neutral_text") == neutral and i.get("n", 0) >= n
+ok = ok and i.get("render") == RENDER  # a split drawn with other render ranges is regenerated
 sys.exit(0 if ok else 1)
 PY
 }

@@ -7,7 +7,14 @@ cd "$(dirname "$0")/.."
 . .venv/bin/activate
 DATA=${DATA:-data/synthemo-v2}
 OUT=${OUT:-runs/edge-small-default}
-[ -f "$DATA/test.jsonl" ] || emo-edge data synth --out "$DATA" --version 2 --seed 0
+# (re)generate unless every split is there, drawn with the current render ranges (synth_v2.RENDER)
+python - "$DATA" <<'PY' || emo-edge data synth --out "$DATA" --version 2 --seed 0
+import json, sys
+from pathlib import Path
+from emo_edge.data.synth_v2 import RENDER
+info = [Path(sys.argv[1]) / f"{s}.synth.json" for s in ("train", "val", "test")]
+sys.exit(0 if all(p.is_file() and json.loads(p.read_text()).get("render") == RENDER for p in info) else 1)
+PY
 emo-edge train --preset edge-small --data "$DATA" --out "$OUT" --seed 0
 rm -rf emo_edge/default.tmp && mkdir -p emo_edge/default.tmp
 cp -r "$OUT"/config.yaml "$OUT"/perception.safetensors "$OUT"/meta.json "$OUT"/log.jsonl "$OUT"/llm "$OUT"/lora \

@@ -133,6 +133,37 @@ def test_onset_speed_measured_from_the_frames():
     assert slow >= 0.3 * n, slow
 
 
+def _changed_px(a: np.ndarray, b: np.ndarray, size: int) -> int:
+    """Pixels of the two frames, resized to `size` as the frontend does, that differ by more than 40 levels."""
+    ra, rb = (cv2.resize(x, (size, size), interpolation=cv2.INTER_AREA).astype(int) for x in (a, b))
+    return int((np.abs(ra - rb).max(axis=-1) > 40).sum())
+
+
+# median changed pixels at 112 px the gaze / the mouth must reach per face family (None: the family's apex
+# narrows the eyes over the iris); measured with the revised ranges: downcast 4 / 42.5, raised 42.5 / 4.5,
+# smile - / 55.5, frown - / 56
+VISIBLE = {"downcast": (3, 20), "raised": (20, 3), "smile": (None, 20), "frown": (None, 20)}
+
+
+@pytest.mark.parametrize("family", sorted(VISIBLE))
+def test_gaze_and_mouth_are_visible_in_the_peak_frame_at_the_models_size(family):
+    """At edge-small's 112 px peak frame, the smallest averted gaze and lopsided mouth each change pixels (median of
+    12 clips). The first v2 ranges (gaze 0.045-0.06, skew 0.035-0.06 face units) gave a median 1.5 px for the gaze
+    of downcast faces and 0 px for the mouth of raised faces, and the peak-frame probe read both at chance: this
+    fails on those ranges (downcast and raised)."""
+    assert set(VISIBLE) == set(synth.VISUAL_FAMILY.values())
+    gaze, mouth = [], []
+    for seed in range(12):
+        scene, _ = v2.draw_scene(np.random.default_rng(seed), family, {**ATTRS, "blinking": "none"}, 45)
+        apex = v2.frame_at(scene, scene.apex)
+        gaze.append(_changed_px(apex, v2.frame_at(replace(scene, gaze=v2.GAZE[0]), scene.apex), 112))
+        mouth.append(_changed_px(apex, v2.frame_at(replace(scene, skew=v2.SKEW[0]), scene.apex), 112))
+    min_gaze, min_mouth = VISIBLE[family]
+    if min_gaze is not None:
+        assert np.median(gaze) >= min_gaze, gaze
+    assert np.median(mouth) >= min_mouth, mouth
+
+
 def _f0(x: np.ndarray, fmin: float = 60.0, fmax: float = 500.0) -> np.ndarray:
     """Autocorrelation pitch per 40 ms frame every 20 ms, Hz (nan when quiet or unvoiced)."""
     n, hop = int(0.04 * SR), int(0.02 * SR)
@@ -214,7 +245,8 @@ def test_v2_records_ground_their_reason_in_the_clip(v2_data):
 
 def test_the_cli_writes_v2_unless_told(tmp_path):
     """`emo-edge data synth` and `synth.generate` share one default (emo_edge.data.SYNTH_DEFAULT_VERSION): v2;
-    `--version 1` still writes v1 (the v2 fixture above checks generate()'s default)."""
+    `--version 1` still writes v1 (the v2 fixture above checks generate()'s default). A v2 split records its render
+    ranges' revision, which the scripts compare before reusing a split."""
     import json
 
     from typer.testing import CliRunner
@@ -226,7 +258,8 @@ def test_the_cli_writes_v2_unless_told(tmp_path):
         res = CliRunner().invoke(app, ["data", "synth", "--out", str(out), "--split", "test", "--n", "1",
                                        "--workers", "1", *args])
         assert res.exit_code == 0, res.output
-        assert json.loads((out / "test.synth.json").read_text())["version"] == version
+        info = json.loads((out / "test.synth.json").read_text())
+        assert info["version"] == version and info.get("render") == (v2.RENDER if version == 2 else None)
         record = read_jsonl(out / "test.jsonl")[0]
         assert record.meta.get("synth_version") == (2 if version == 2 else None)
 

@@ -840,7 +840,8 @@ def generate(
 
     `version` 2 (DEFAULT_VERSION) renders SynthEmo v2 (`synth_v2`), 1 the original set (this module's
     `render_clip`); `neutral_text` (v2 only) makes every subtitle an
-    emotion-neutral sentence. out/<split>.synth.json records the version, seed, n and text variant.
+    emotion-neutral sentence. out/<split>.synth.json records the version, seed, n and text variant (v2: and
+    the render ranges' revision, `synth_v2.RENDER`).
     Clips that fail to render (e.g. an espeak-ng error) are reported by id and reason and left out;
     this raises RuntimeError only when every clip fails.
     """
@@ -884,5 +885,9 @@ def generate(
     write_jsonl(path, records)
     info = {"dataset": DATASET, "version": version, "neutral_text": neutral_text, "seed": seed, "split": split,
             "n": n, "n_failed": len(failures)}
+    if version == 2:
+        from emo_edge.data import synth_v2
+
+        info["render"] = synth_v2.RENDER
     (out / f"{split}.synth.json").write_text(json.dumps(info, indent=2) + "\n")
     return path

@@ -44,6 +44,9 @@ from emo_edge.labels import LABELS
 
 VERSION = 2
 VERSION_KEY = 2  # mixed into the seed sequence: v2 clip i never shares random streams with v1 clip i
+# the render ranges' revision, recorded in <split>.synth.json: 2 drew the gaze and the lopsided mouth larger than 1
+# (same random draws, so the same attribute values and text); scripts regenerate a split written by another
+RENDER = 2
 
 VISUAL_FAMILY = s1.VISUAL_FAMILY
 AUDIO_FAMILY: dict[str, str] = {
@@ -99,9 +102,9 @@ ATTRIBUTE = {a.name: a for a in ATTRIBUTES}
 
 # Render ranges of each attribute value (units in the comments).
 INTENSITY = {"mild": (0.45, 0.6), "strong": (0.85, 1.0)}  # expression strength at the apex
-SKEW = (0.035, 0.06)  # face units: one mouth corner this much above the centre line, the other below
+SKEW = (0.06, 0.09)  # face units: one mouth corner this much above the centre line, the other below
 TILT = {"tilted": (14.0, 24.0), "upright": (0.0, 3.0)}  # |roll|, degrees
-GAZE = (0.045, 0.06)  # face units of iris shift sideways
+GAZE = (0.075, 0.09)  # face units of iris shift sideways (the eye half-width less the iris radius is 0.09)
 BLINK_GAP = (0.55, 0.85)  # seconds between blinks when "frequent"
 ONSET = {"sudden": (1.0, 2.0), "slow": (0.45, 0.6)}  # frames (sudden) or share of the clip (slow)
 CONTOUR = {"rising": (0.5, 0.6), "falling": (-0.3, -0.22)}  # relative pitch change over the utterance
