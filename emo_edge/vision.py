@@ -107,5 +107,5 @@ def video_views(frames: np.ndarray, n_frames: int, frame_size: int, image_size: 
     by `peak_index` with method `peak`)."""
     frames = check_frames(frames)
     temporal = np.stack([resize_square(frames[i], frame_size) for i in sample_indices(len(frames), n_frames)])
-    peak = resize_square(frames[peak_index(frames, peak)], image_size)
-    return temporal, peak
+    image = resize_square(frames[peak_index(frames, peak)], image_size)
+    return temporal, image
