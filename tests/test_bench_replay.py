@@ -141,7 +141,10 @@ def test_bench_bag_end_to_end(default_bundle, tmp_path):
     # the recorder gets a state after the node stamped its latency, and both count from the same window end
     assert r["head_states"]["state_e2e_ms"]["p50_ms"] >= r["head_states"]["state_node_ms"]["p50_ms"]
     rates = r["rates_hz"]
-    assert 3.0 <= rates["head_states"] <= 5.0 and 25 <= rates["input_frames"] <= 35, rates
+    # the frames' rate, not the audio chunks' (50 Hz) or the states' (4 Hz): published at 30 fps, the median of the
+    # node's 1 s rates read 24.6-24.8 on a 2-core AMD EPYC (player, node and recorder share the cores) and the
+    # release before this one measured the same there, so the lower bound is 20
+    assert 3.0 <= rates["head_states"] <= 5.0 and 20 <= rates["input_frames"] <= 35, rates
     md = (out / "results.md").read_text()
     assert "## ROS 2 replay" in md and "state_e2e_ms" in md
     # per utterance from the VAD's end of speech: each clip answered, early, and once finally
