@@ -125,22 +125,21 @@ def sample_attributes(rng: np.random.Generator, label: str) -> dict[str, str]:
     return values
 
 
+def free_attributes(label: str) -> list[Attribute]:
+    """The attributes independent of this label: all but the onset of worried / surprise (label-derived there,
+    counted with the label cues)."""
+    return [a for a in ATTRIBUTES if not (a.name == "onset" and label in TEMPORAL_PAIR)]
+
+
 def own_cues_by_attribute(label: str, values: dict[str, str]) -> dict[str, str]:
-    """The clip's own cue phrase of each label-independent attribute, as the reason writes it, by attribute name
-    (the onset of worried / surprise is label-derived and left out)."""
-    return {a.name: txt.phrase(a.phrases[values[a.name]]) for a in ATTRIBUTES
-            if not (a.name == "onset" and label in TEMPORAL_PAIR)}
+    """The clip's own cue phrase of each label-independent attribute, as the reason writes it, by attribute name."""
+    return {a.name: txt.phrase(a.phrases[values[a.name]]) for a in free_attributes(label)}
 
 
 def attribute_cues(label: str, values: dict[str, str]) -> tuple[list[str], list[str]]:
     """(the clip's own label-independent cue phrases, every phrase those attributes could have had)."""
-    own, options = [], []
-    for a in ATTRIBUTES:
-        if a.name == "onset" and label in TEMPORAL_PAIR:
-            continue  # label-derived for this pair: counted with the label cues
-        own.append(a.phrases[values[a.name]])
-        options.extend(a.phrases.values())
-    return own, options
+    free = free_attributes(label)
+    return [a.phrases[values[a.name]] for a in free], [p for a in free for p in a.phrases.values()]
 
 
 # ---------------------------------------------------------------------------------------------
