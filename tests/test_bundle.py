@@ -49,6 +49,20 @@ def test_manifest_records_everything(bundle):
     assert not [p for p in bundle.parent.iterdir() if ".partial-" in p.name]
 
 
+def test_auto_llm_threads_are_timed_at_load_and_kept(bundle):
+    """llm.n_threads 0: the bundle's LLM takes the fastest of 1..min(4, cores) threads, timed when it loads."""
+    import dataclasses
+
+    b = load_bundle(bundle)
+    assert b.llm_threads is None
+    b.plan.llm = dataclasses.replace(b.plan.llm, n_threads=0)
+    lm = b.llm
+    counts = list(range(1, min(4, os.cpu_count() or 1) + 1))
+    assert sorted(b.llm_threads["ms_per_token"]) == counts
+    assert lm.threads == b.llm_threads["chosen"] == min(counts, key=b.llm_threads["ms_per_token"].__getitem__)
+    b.close()
+
+
 def test_torch_free_bundle_eval(bundle, synth_dir, tmp_path):
     out = tmp_path / "r.json"
     code = (

@@ -111,6 +111,20 @@ def test_tokenizer_equals_sentencepiece_on_prompts(exported, synth_dir):
         assert lm.tokenize("<think>") == model.tok.encode("<think>")[-1:]
 
 
+def test_fastest_threads_keeps_the_count_with_the_lowest_median_time(exported):
+    """Times each count, keeps the fastest, sets it, and leaves the context empty for the next prompt."""
+    out = exported[2]
+    with LlamaCppLM(out / "llm-f16.gguf", n_threads=3) as lm:
+        assert lm.threads == 3
+        r = lm.fastest_threads([2, 1], tokens=4, rounds=2)
+        ms = r["ms_per_token"]
+        assert sorted(ms) == [1, 2] and all(v > 0 for v in ms.values())
+        assert r["chosen"] == min(ms, key=ms.__getitem__) and lm.threads == r["chosen"]
+        assert lm.n_past == 0
+        with pytest.raises(ValueError, match="thread counts must be >= 1"):
+            lm.fastest_threads([0, 1])
+
+
 def test_f16_logits_and_greedy_answers_match_torch(exported, perceived):
     model, _, out, report = exported
     batch, p, mm, mask = perceived

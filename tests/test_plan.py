@@ -76,7 +76,8 @@ def test_cpu_x86_plan() -> None:
     assert (p.backend, p.graphs_dir, p.providers, p.threads) == ("onnxruntime", "perception/int8", [CPU], 2)
     assert p.precision == {"image_encoder": "int8", "video_encoder": "int8", "audio_encoder": "int8", "fusion": "fp32"}
     assert p.provider_options == {g: [{}] for g in GRAPHS} and p.merged and p.engines == {}
-    assert (m.file, m.quant, m.n_ctx, m.n_threads, m.n_gpu_layers) == ("llm/llm-q8_0.gguf", "q8_0", 512, 2, 0)
+    assert (m.file, m.quant, m.n_ctx, m.n_threads, m.n_gpu_layers) == ("llm/llm-q8_0.gguf", "q8_0", 512, 0, 0)
+    assert "n_threads auto" in plan.describe()[2]  # llama.cpp's threads timed at load
     assert not plan.fallback and plan.reasons == [] and plan.target == "cpu-x86"
 
 

@@ -21,6 +21,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -31,6 +32,7 @@ from emo_edge.config import FrontendConfig
 from emo_edge.fileio import sha256_file
 from emo_edge.runtime.manifest import ENTRIES, FORMAT_VERSION, MANIFEST, QUANTS, BundleError, Manifest
 from emo_edge.runtime.plan import ExecutionPlan, Machine, make_plan
+from emo_edge.runtime.profile import AUTO_THREADS
 
 __all__ = ["ENTRIES", "FORMAT_VERSION", "MANIFEST", "QUANTS", "Bundle", "BundleError", "Manifest", "load_bundle",
            "read_manifest"]
@@ -101,6 +103,8 @@ class Bundle:
     plan: ExecutionPlan
     _perception: Any = field(default=None, repr=False)
     _llm: Any = field(default=None, repr=False)
+    # with the plan's n_threads 0 (auto), once the LLM is loaded: {"chosen", "ms_per_token": {count: median ms}}
+    llm_threads: dict[str, Any] | None = None
 
     @property
     def labels(self) -> list[str]:
@@ -132,8 +136,13 @@ class Bundle:
             from emo_edge.runtime.llm import LlamaCppLM
 
             m = self.plan.llm
-            self._llm = LlamaCppLM(self.root / m.file, n_ctx=m.n_ctx, n_threads=m.n_threads,
+            auto = list(range(1, min(AUTO_THREADS, os.cpu_count() or 1) + 1)) if m.n_threads == 0 else []
+            self._llm = LlamaCppLM(self.root / m.file, n_ctx=m.n_ctx, n_threads=auto[-1] if auto else m.n_threads,
                                    n_gpu_layers=m.n_gpu_layers, lora=self.root / m.lora if m.lora else None)
+            if auto:  # n_threads 0: the fastest count on this machine, for this model
+                self.llm_threads = self._llm.fastest_threads(auto)
+                log.info("llama.cpp threads: %d (auto; ms per token %s)", self.llm_threads["chosen"],
+                         self.llm_threads["ms_per_token"])
         return self._llm
 
     def close(self) -> None:

@@ -93,7 +93,7 @@ class LLMPlan:
     file: str  # bundle-relative GGUF
     quant: str
     n_ctx: int
-    n_threads: int
+    n_threads: int  # 0: auto (`Bundle.llm` times 1..AUTO_THREADS and keeps the fastest)
     n_gpu_layers: int  # -1: all layers on the GPU, 0: CPU only
     lora: str | None = None  # bundle-relative GGUF LoRA adapter llama.cpp applies at load (form base+lora)
 
@@ -120,7 +120,8 @@ class ExecutionPlan:
                 "(one merged session)" if p.merged else "(a session per graph)")
         lines = [f"target {self.target}" + (" - FALLBACK to cpu" if self.fallback else ""),
                  f"perception: {where}; {prec}; threads {p.threads}",
-                 f"llm: llama.cpp {m.file} ({m.quant}), n_ctx {m.n_ctx}, n_threads {m.n_threads}, "
+                 f"llm: llama.cpp {m.file} ({m.quant}), n_ctx {m.n_ctx}, "
+                 f"n_threads {m.n_threads or 'auto (the fastest, timed at load)'}, "
                  f"n_gpu_layers {m.n_gpu_layers}" + (f", LoRA adapter {m.lora}" if m.lora else "")]
         for name, opts in p.provider_options.items():
             for prov, o in zip(p.providers, opts, strict=True):
