@@ -19,7 +19,7 @@ from emo_edge.audio import SAMPLE_RATE
 
 PRESET_DIR = Path(__file__).parent / "presets"
 MODALITIES: tuple[str, ...] = ("video", "audio", "text")  # what a user can switch off at eval time
-STREAMS: tuple[str, ...] = ("fusion", "image", "video", "audio")  # LLM token streams, in splice order
+STREAMS: tuple[str, ...] = ("fusion", "image", "video", "audio", "attributes")  # LLM token streams, in splice order
 VISION_ARCHS: tuple[str, ...] = ("builtin", "siglip")  # ViTConfig.arch
 AUDIO_ARCHS: tuple[str, ...] = ("builtin", "whisper")  # AudioEncoderConfig.arch
 
@@ -147,7 +147,8 @@ class HeadConfig:
     hidden: int = 128
     dropout: float = 0.1
     # binary observable attributes (SynthEmo v2's, in `emo_edge.data.synth_v2.ATTRIBUTES` order) predicted
-    # from the fusion tokens: a training-time perception objective, never exported; 0 = none
+    # from the fusion tokens: a perception objective, exported only as the LLM's attribute tokens
+    # (`tokens.attributes`); 0 = none
     attributes: int = 0
 
 
@@ -183,12 +184,16 @@ class LoRAConfig:
 
 @dataclass
 class TokenBudget:
-    """LLM tokens per stream; 0 leaves a stream out. Spliced as [fusion | image | video | audio]."""
+    """LLM tokens per stream; 0 leaves a stream out. Spliced as [fusion | image | video | audio | attributes].
+
+    attributes: one token per observable attribute (0 or `head.attributes`), each blending that attribute's two
+    learned embeddings by the attribute head's probability: what perception reads, handed to the LLM as such."""
 
     fusion: int = 16
     image: int = 16
     video: int = 8
     audio: int = 8
+    attributes: int = 0
 
     def __post_init__(self) -> None:
         for name in STREAMS:
@@ -226,6 +231,9 @@ class ModelConfig:
         grid = fe.image_size // self.image_encoder.patch
         if self.tokens.image > grid * grid:
             raise ValueError(f"tokens.image={self.tokens.image} exceeds the image encoder's {grid}x{grid} patch grid")
+        if self.tokens.attributes not in (0, self.head.attributes):
+            raise ValueError(f"tokens.attributes={self.tokens.attributes}: one token per attribute of the attribute "
+                             f"head, so 0 or head.attributes={self.head.attributes}")
         if self.tokens.video > fe.n_frames * self.video_encoder.tokens_per_frame:
             raise ValueError(
                 f"tokens.video={self.tokens.video} exceeds n_frames*tokens_per_frame="

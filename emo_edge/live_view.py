@@ -93,6 +93,8 @@ class LiveView(LineView):
         for label, score in zip(u.labels, u.scores, strict=True) if u is not None else ():
             style = "bold green" if label == u.label else "dim"
             t.add_row(Text(label, style=style), Text("█" * round(score * BAR), style=style), f"{score:.2f}")
+        if u is not None and u.attribute_values:  # what perception read: the evidence the reason should name
+            t.add_row(Text("perceived", style="bold"), Text(", ".join(u.attribute_values), style="yellow"), "")
         return t
 
     def _utterance(self, utt: int) -> Text:

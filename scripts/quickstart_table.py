@@ -35,9 +35,15 @@ def answers_that_stood(events: list[dict]) -> tuple[dict | None, dict | None, st
     return stood.get("head"), stood.get("llm"), reason
 
 
+def perceived(head: dict | None) -> str:
+    """The attribute values the head state read (what the reason should name), '-' for a model without them."""
+    values = (head or {}).get("attribute_values") or []
+    return ", ".join(values) if values else "-"
+
+
 def main(out: Path) -> None:
     t = Table(title="streamed per clip (the answers that stood)")
-    for col in ("clip", "true", "head", "llm", "text", "head latency ms", "llm latency ms", "reason"):
+    for col in ("clip", "true", "head", "llm", "text", "head latency ms", "llm latency ms", "perceived", "reason"):
         t.add_column(col)
     for line in (out / "clips.tsv").read_text().splitlines():
         cid, label = line.split("\t")[:2]
@@ -46,7 +52,7 @@ def main(out: Path) -> None:
         t.add_row(cid, label, head["label"] if head else "-", llm["label"] if llm else "-",
                   "yes" if llm and llm.get("transcript") else "no",
                   f"{head['latency_ms']:.0f}" if head else "-", f"{llm['latency_ms']:.0f}" if llm else "-",
-                  reason[:80] + ("..." if len(reason) > 80 else ""))
+                  perceived(head), reason[:80] + ("..." if len(reason) > 80 else ""))
     Console().print(t)
 
 

@@ -107,9 +107,11 @@ def target_table(runs: Runs, targets: list[Target] = TARGETS) -> list[str]:
     return lines
 
 
-def attribute_table(runs: Runs) -> list[str]:
-    """Cue recall per attribute (`cue_recall_by_attribute`) of every run that has it, attributes as columns."""
-    rows = {name: r["cue_recall_by_attribute"] for name, r in runs.items() if r.get("cue_recall_by_attribute")}
+def attribute_table(runs: Runs, key: str = "cue_recall_by_attribute", answer_from: str | None = None) -> list[str]:
+    """A per-attribute score (`cue_recall_by_attribute`, or `head_attribute_accuracy`) of every run that has it
+    (and answers from `answer_from`, when given), attributes as columns."""
+    rows = {name: r[key] for name, r in runs.items()
+            if r.get(key) and (answer_from is None or r.get("answer_from") == answer_from)}
     if not rows:
         return []
     names = list(dict.fromkeys(k for by in rows.values() for k in by))
@@ -131,6 +133,11 @@ def main(d: Path) -> None:
     if by_attribute:
         print("\ncue recall by attribute (the share of reasons naming the clip's own value):\n")
         print("\n".join(by_attribute))
+    read = attribute_table(runs, "head_attribute_accuracy", answer_from="head")
+    if read:
+        print("\nattribute head accuracy (the share of clips whose value perception reads right, by the views "
+              "given):\n")
+        print("\n".join(read))
 
 
 if __name__ == "__main__":

@@ -56,21 +56,25 @@ def tiny_ckpt(synth_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path
 
 @pytest.fixture(scope="session")
 def default_bundle(synth_dir: Path) -> Path:
-    """The shipped default exported for cpu-x86, cached under export/build/ and rebuilt when the checkpoint or the
-    bundle format changes.
+    """The shipped default exported for cpu-x86, cached under export/build/ and rebuilt when the checkpoint, the
+    bundle format or the graphs' io spec (what this emo-edge exports for that checkpoint) changes.
 
     INT8 is calibrated on the session's small SynthEmo val split (a fresh clone has no data/synthemo)."""
     import json
 
-    from emo_edge.checkpoint import content_digest
+    from emo_edge.checkpoint import DEFAULT_CHECKPOINT, content_digest
+    from emo_edge.config import load_model_config
     from emo_edge.export.bundle import build_bundle
+    from emo_edge.runtime.io_spec import build_io_spec
     from emo_edge.runtime.manifest import FORMAT_VERSION
 
     out = ROOT / "export" / "build" / "test-default-cpu-x86"
     manifest = out / "manifest.json"
     old = json.loads(manifest.read_text()) if manifest.is_file() else {}
-    built_from = (old.get("checkpoint") or {}).get("sha256"), old.get("format_version")
-    if built_from != (content_digest("default"), FORMAT_VERSION):
+    built_from = (old.get("checkpoint") or {}).get("sha256"), old.get("format_version"), old.get("io_spec")
+    width = (old.get("model") or {}).get("n_embd")
+    spec = build_io_spec(load_model_config(DEFAULT_CHECKPOINT / "config.yaml"), width).to_dict() if width else None
+    if built_from != (content_digest("default"), FORMAT_VERSION, json.loads(json.dumps(spec))):
         build_bundle("default", "cpu-x86", out, data=synth_dir, calibration=synth_dir / "val.jsonl", parity_clips=4,
                      force=True)
     return out

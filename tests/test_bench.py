@@ -203,13 +203,19 @@ def test_budgets_resolve_and_subset_masks():
     from emo_edge.bench.analysis import resolve_budgets, stream_keep
     from emo_edge.bench.runner import BUDGETS
 
-    trained = {"fusion": 16, "image": 16, "video": 8, "audio": 8}
+    trained = {"fusion": 16, "image": 16, "video": 8, "audio": 8, "attributes": 10}
     b = resolve_budgets(trained, BUDGETS)
     assert b["trained"] == trained and sum(b["paper-448"].values()) == 448
-    assert b["fusion-only"] == {"fusion": 16, "image": 0, "video": 0, "audio": 0}
+    assert b["fusion-only"] == {"fusion": 16, "image": 0, "video": 0, "audio": 0, "attributes": 10}
     keep = stream_keep(trained, b["fusion+audio"])
-    assert keep.sum() == 24 and keep[:16].all() and not keep[16:40].any() and keep[40:].all()
+    assert keep.sum() == 34 and keep[:16].all() and not keep[16:40].any() and keep[40:].all()
     assert stream_keep(trained, b["paper-448"]) is None  # needs its own checkpoint
+    # a bundle from before the attribute tokens: its layout has no such stream, and none is kept
+    old = {"fusion": 16, "image": 16, "video": 8, "audio": 8}
+    b = resolve_budgets(old, BUDGETS)
+    assert b["trained"] == {**old, "attributes": 0} and b["fusion-only"]["attributes"] == 0
+    keep = stream_keep(old, b["fusion+audio"])
+    assert len(keep) == 48 and keep.sum() == 24 and keep[40:].all()
 
 
 # ---------------------------------------------------------------------------------------------

@@ -26,7 +26,7 @@ def test_info_paper_counts_without_download():
     assert res.exit_code == 0, res.output
     out = _plain(res.output)
     assert "6,738,415,616" in out  # LLaMA-2-7B
-    assert 'tokens: {"fusion": 64, "image": 256, "video": 64, "audio": 64}' in out  # 448 in all, as the paper
+    assert 'tokens: {"fusion": 64, "image": 256, "video": 64, "audio": 64, "attributes": 0}' in out  # 448, as the paper
 
 
 def test_bad_arguments_give_clear_errors(tmp_path):

@@ -44,3 +44,12 @@ def test_withdrawn_answers_are_dropped_and_confirmed_ones_keep_their_early_laten
 def test_an_answer_given_only_at_the_hangover_counts_from_then():
     head, llm, reason = _module().answers_that_stood([_state("head", "sad", "final", 420.0)])
     assert (head["label"], head["latency_ms"]) == ("sad", 420.0) and llm is None and reason == ""
+
+
+def test_the_perceived_column_lists_the_head_states_attribute_values():
+    m = _module()
+    final = {**_state("head", "sad", "final", 420.0), "attributes": ["gaze", "pause"],
+             "attribute_values": ["averted", "fluent"], "attribute_scores": [0.9, 0.7]}
+    head, _, _ = m.answers_that_stood([_state("head", "sad", "provisional", 80.0), final])
+    assert m.perceived(head) == "averted, fluent"
+    assert m.perceived(_state("head", "sad", "final", 1.0)) == "-" and m.perceived(None) == "-"

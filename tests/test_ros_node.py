@@ -87,6 +87,14 @@ def test_node_answers_each_clip(played):
     states = [m for _, m in played["topics"]["/emotion/state"] if m.source == 0]
     assert all(m.video_present and m.audio_present for m in states if m.utterance_id > 0)
     assert all(m.header.frame_id == "camera" and len(m.scores) == len(m.labels) == 6 for m in states)
+    # the shipped default reads the observable attributes: every head state names each one's likelier value
+    from emo_edge.data.synth_v2 import ATTRIBUTES
+
+    names = [a.name for a in ATTRIBUTES]
+    assert all(list(m.attributes) == names and len(m.attribute_scores) == len(names) for m in states)
+    assert all(v in a.phrases for m in states for a, v in zip(ATTRIBUTES, m.attribute_values, strict=True))
+    assert all(min(m.attribute_scores) >= 0.5 for m in states)  # the likelier of two values
+    assert all(not m.attributes for _, m in played["topics"]["/emotion/state"] if m.source == 1)
 
 
 def test_state_topic_gives_the_right_label_for_7_of_10_clips(played):

@@ -220,6 +220,33 @@ def test_fast_path_runs_at_its_rate_with_latency_and_missing_modalities():
     assert len(sim.states) <= n + 2 and sim.rt.stats()["counts"]["idle"] > 0
 
 
+class ReadingModel(FakeModel):
+    """A model with an attribute head: its fast path also names what it reads."""
+
+    def perceive(self, image, frames, mel, present):
+        out = super().perceive(image, frames, mel, present)
+        out["readings"] = [[("gaze", "averted", 0.8), ("pause", "fluent", 0.6)]]
+        return out
+
+
+def test_head_states_carry_the_attribute_readings_and_llm_states_none():
+    sim = Sim(StreamConfig(vad="energy", slow="utterance", utterance_tail_s=0.1, utterance_early_s=0),
+              ReadingModel())
+    sim.run(1.0)
+    sim.run(1.5, wave_fn=tone)
+    sim.run(1.5)
+    assert sim.rt.slow.wait_idle(10)
+    head = [u for u in sim.states if u.source == "head"]
+    llm = [u for u in sim.states if u.source == "llm"]
+    assert head and llm
+    assert all(u.attributes == ["gaze", "pause"] and u.attribute_values == ["averted", "fluent"]
+               and u.attribute_scores == [0.8, 0.6] for u in head)
+    assert all(u.attributes == [] and u.attribute_scores == [] for u in llm)
+    plain = Sim(StreamConfig(vad="energy", slow="off"))
+    plain.run(1.0)
+    assert plain.states and all(u.attributes == [] for u in plain.states)  # a model without readings
+
+
 def test_utterance_end_gives_head_state_then_llm_label_and_streamed_reasoning():
     # early ends off: the answer waits for the hangover (the early path is tested below)
     sim = Sim(StreamConfig(fast_hz=0, vad="energy", slow="utterance", utterance_tail_s=0.1, utterance_early_s=0))

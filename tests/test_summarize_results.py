@@ -79,3 +79,13 @@ def test_attribute_table_lists_each_runs_recall_by_attribute():
     assert lines[0] == "| run | gaze | onset |"
     assert lines[2:] == ["| default-llm | 0.5000 | 0.7500 |", "| seed12345-llm | 0.2500 | - |"]
     assert m.attribute_table({"default-head": runs["default-head"]}) == []
+
+
+def test_attribute_head_table_lists_the_head_runs_only():
+    m = _module()
+    runs = {"default-llm": {"answer_from": "llm", "head_attribute_accuracy": {"gaze": 0.5}},
+            "default-head": {"answer_from": "head", "head_attribute_accuracy": {"gaze": 0.75, "onset": 0.5}},
+            "default-head-audio": {"answer_from": "head", "head_attribute_accuracy": {"gaze": 0.25, "onset": 1.0}}}
+    lines = m.attribute_table(runs, "head_attribute_accuracy", answer_from="head")
+    assert lines[0] == "| run | gaze | onset |"
+    assert lines[2:] == ["| default-head | 0.7500 | 0.5000 |", "| default-head-audio | 0.2500 | 1.0000 |"]

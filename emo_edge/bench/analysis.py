@@ -148,11 +148,12 @@ def roofline_rows(backends: list[dict[str, Any]], costs: dict[str, dict], peaks:
 
 
 def resolve_budgets(trained: dict[str, int], budgets: dict[str, dict[str, int]]) -> dict[str, dict[str, int]]:
-    """Budgets with -1 replaced by the trained count of that stream and 'trained' by the trained layout."""
+    """Budgets with -1 replaced by the trained count of that stream (0 where the layout has none) and 'trained' by
+    the trained layout."""
     out = {}
     for name, b in budgets.items():
         b = b or trained
-        out[name] = {s: (trained[s] if b.get(s, 0) == -1 else b.get(s, 0)) for s in STREAMS}
+        out[name] = {s: (trained.get(s, 0) if b.get(s, 0) == -1 else b.get(s, 0)) for s in STREAMS}
     return out
 
 
@@ -161,9 +162,10 @@ def stream_keep(trained: dict[str, int], budget: dict[str, int]) -> np.ndarray |
     budget is not a subset of the trained layout (it would need a checkpoint trained with it)."""
     keep = []
     for s in STREAMS:
-        if budget[s] not in (0, trained[s]):
+        n = trained.get(s, 0)  # a layout from before a stream existed has none of it
+        if budget[s] not in (0, n):
             return None
-        keep += [budget[s] > 0] * trained[s]
+        keep += [budget[s] > 0] * n
     return np.array(keep, dtype=bool)
 
 

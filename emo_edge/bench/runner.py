@@ -46,12 +46,13 @@ SCHEMA_VERSION = 1
 PERCEPTION_GRAPHS = ("image_encoder", "video_encoder", "audio_encoder", "fusion")
 PERCEPTION_STAGES = ("preprocess", *PERCEPTION_GRAPHS, "perception", "fast_path")
 LLM_STAGES = ("prefill", "ttft", "decode_per_token", "answer", "slow_path")
-# the paper's layout and smaller ones, in the splice order [fusion | image | video | audio]
+# the paper's layout and smaller ones, in the splice order [fusion | image | video | audio | attributes]; the
+# attribute tokens (a checkpoint's, if it has them) come from the fusion, so the smaller layouts keep them
 BUDGETS: dict[str, dict[str, int]] = {
     "paper-448": {"fusion": 64, "image": 256, "video": 64, "audio": 64},
     "trained": {},  # the checkpoint's own layout, filled in from the manifest
-    "fusion+audio": {"fusion": -1, "image": 0, "video": 0, "audio": -1},  # -1: the trained count of that stream
-    "fusion-only": {"fusion": -1, "image": 0, "video": 0, "audio": 0},
+    "fusion+audio": {"fusion": -1, "image": 0, "video": 0, "audio": -1, "attributes": -1},  # -1: the trained count
+    "fusion-only": {"fusion": -1, "image": 0, "video": 0, "audio": 0, "attributes": -1},
 }
 
 

@@ -77,6 +77,9 @@ class Predictions:
     answers: list[str] = field(default_factory=list)  # the LLM's raw emotion answers (or the reasons)
     reasons: list[str] = field(default_factory=list)
     from_reason: bool = False
+    # per clip, the attribute head's likelier value of each attribute in `synth_v2.ATTRIBUTES` order (empty: a model
+    # without an attribute head)
+    attributes: list[list[str]] = field(default_factory=list)
 
     @property
     def llm(self) -> list[str | None]:
@@ -169,6 +172,18 @@ def reason_scores(records: list, preds: Predictions) -> dict[str, Any]:
     }
 
 
+def attribute_accuracy(records: list, attributes: list[list[str]]) -> dict[str, float] | None:
+    """Per attribute, the share of clips whose attribute-head value is the clip's own (SynthEmo v2 records); what
+    perception reads, next to `cue_recall_by_attribute`, what the reasons say. None without both."""
+    from emo_edge.data.synth_v2 import ATTRIBUTES
+
+    values = [r.meta.get("attributes") for r in records]
+    if not attributes or any(v is None for v in values):
+        return None
+    return {a.name: float(np.mean([got[j] == v[a.name] for got, v in zip(attributes, values, strict=True)]))
+            for j, a in enumerate(ATTRIBUTES)}
+
+
 def build_report(fs: Any, preds: Predictions, answer_from: str, modalities: tuple[str, ...]) -> dict[str, Any]:
     truth = [r.label for r in fs.records]
     report = classification_report(truth, preds.head if answer_from == "head" else preds.llm, LABELS)
@@ -177,6 +192,7 @@ def build_report(fs: Any, preds: Predictions, answer_from: str, modalities: tupl
         **reason_scores(fs.records, preds),
         "llm_head_agreement": agreement(preds.llm, preds.head) if preds.llm else None,
         "head_acc": float(np.mean([h == t for h, t in zip(preds.head, truth, strict=True)])),
+        "head_attribute_accuracy": attribute_accuracy(fs.records, preds.attributes),
     })
     if preds.reasons:
         pairs = zip(fs.records[:3], preds.reasons[:3], strict=True)
@@ -222,6 +238,8 @@ def _checkpoint_runner(
             batch = to_batch(fs.frames[idx], fs.image[idx], fs.mel[idx], v, a, ["emotion"] * len(idx), subs, image_on=i)
             p = model.perception(batch.image, batch.frames, batch.mel, batch.present)
             preds.head += [LABELS[i] for i in p["logits"].argmax(-1).tolist()]
+            if "attributes" in p:
+                preds.attributes += attribute_values(p["attributes"].float().numpy() > 0)
             if answer_from == "llm":
                 preds.answers += model.generate(batch, max_new_tokens=LABEL_TOKENS, perception=p)
             if answer_from == "reason" or (answer_from == "llm" and reason):
@@ -232,6 +250,14 @@ def _checkpoint_runner(
                 preds.answers = preds.reasons
 
     return load, predict
+
+
+def attribute_values(first: np.ndarray) -> list[list[str]]:
+    """(B, A) booleans, True where the head reads an attribute's first value in sorted order, as value names."""
+    from emo_edge.data.synth_v2 import ATTRIBUTES
+
+    values = [sorted(a.phrases) for a in ATTRIBUTES]
+    return [[v[0] if f else v[1] for f, v in zip(row, values, strict=True)] for row in first]
 
 
 def evaluate_checkpoint(
@@ -292,6 +318,7 @@ def evaluate_bundle(
         for idx, present, subs in es.batches(batch_size, progress):
             out = rt.perceive(fs.image[idx], fs.frames[idx], fs.mel[idx], present)
             preds.head += out["labels"]
+            preds.attributes += [[value for _, value, _ in clip] for clip in out.get("readings", [])]
             if answer_from == "head":
                 continue
             for j, sub in enumerate(subs):

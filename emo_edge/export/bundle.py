@@ -22,6 +22,7 @@ from typing import Any
 from rich.console import Console
 
 from emo_edge import __version__, resources
+from emo_edge.config import STREAMS
 from emo_edge.fileio import staging_dir
 from emo_edge.labels import LABELS
 from emo_edge.prompts import prompt_record
@@ -29,6 +30,7 @@ from emo_edge.runtime.bundle import file_table, load_bundle, write_manifest
 from emo_edge.runtime.io_spec import build_io_spec
 from emo_edge.runtime.manifest import (
     FORMAT_VERSION,
+    AttributeInfo,
     BundleError,
     CheckpointInfo,
     LLMFiles,
@@ -184,6 +186,20 @@ def _copy_tokenizer(tok: Any, llm_dir: Path) -> str:
     return "llm/tokenizer/tokenizer.json"
 
 
+def _attributes(cfg: Any) -> list[AttributeInfo] | None:
+    """The fusion graph's `attributes` columns: SynthEmo v2's attributes, each read as its first value in sorted
+    order (the attribute head's training target 1, `emo_edge.train.data.attribute_targets`)."""
+    if not cfg.head.attributes:
+        return None
+    from emo_edge.data.synth_v2 import ATTRIBUTES
+
+    out = []
+    for a in ATTRIBUTES:
+        values = sorted(a.phrases)
+        out.append(AttributeInfo(a.name, a.view, values, [a.phrases[v] for v in values]))
+    return out
+
+
 def _manifest(model: Any, profile: Any, ckpt: Path, meta: dict, perception: dict, llm: dict, tmp: Path,
               n_clips: int) -> Manifest:
     from emo_edge.checkpoint import content_digest
@@ -203,13 +219,14 @@ def _manifest(model: Any, profile: Any, ckpt: Path, meta: dict, perception: dict
         model=ModelInfo(cfg.frontend, llm["arch"], width),
         labels=list(LABELS),
         prompt=prompt_record(getattr(model, "chat", None)),
-        token_layout=TokenLayout(["fusion", "image", "video", "audio"], dataclasses.asdict(cfg.tokens),
+        token_layout=TokenLayout(list(STREAMS), dataclasses.asdict(cfg.tokens),
                                  cfg.tokens.total),
         io_spec=build_io_spec(cfg, llm_width=width),
         perception=entries,
         llm=LLMFiles({q: f"llm/{f['file']}" for q, f in llm["files"].items()}, llm["tokenizer_file"],
                      llm["metadata"], llm["tokenizer"], **_form_record(profile, llm)),
         engines=[],  # TensorRT engines are built on the device: `emo-edge engines build BUNDLE`
+        attributes=_attributes(cfg),
         parity=Parity(n_clips, entries["fp32"].parity or {},
                       entries["int8"].parity_vs_fp32 if "int8" in entries else None, llm["parity"]),
         files=file_table(tmp),

@@ -29,7 +29,7 @@ from torch import nn
 
 from emo_edge.config import ModelConfig
 from emo_edge.fileio import atomic_write, sha256_file
-from emo_edge.model.perception import FUSED, Perception
+from emo_edge.model.perception import FUSED, AttributeTokens, Perception
 from emo_edge.runtime.io_spec import (
     DATA_SUFFIX,
     SPEC_FILE,
@@ -67,8 +67,12 @@ def stage_outputs(p: Perception, graph: str, x: dict[str, torch.Tensor]) -> dict
     feats = {k: x[f"{k}_feats"] for k in FUSED}
     fused = p.fuse(feats, x["present"])
     logits, va = p.head(fused)
-    return {"fused": fused, "logits": logits, "va": va, "tokens": p.embed_streams(feats, fused),
-            "token_mask": p.stream_mask(x["present"])}
+    attributes = p.attribute_logits(fused) if p.attributes is not None else None
+    out = {"fused": fused, "logits": logits, "va": va, "tokens": p.embed_streams(feats, fused, attributes),
+           "token_mask": p.stream_mask(x["present"])}
+    if attributes is not None:
+        out["attributes"] = torch.sigmoid(attributes)  # probabilities: the runtime reads them as they are
+    return out
 
 
 class StageGraph(nn.Module):
@@ -200,7 +204,7 @@ def _check_eager_shapes(graph: GraphSpec, outputs: dict[str, np.ndarray]) -> Non
 def _llm_width(perception: Perception) -> int:
     """The adapters' output width (the LLM's embedding width, which a config with llm.path does not state)."""
     adapter = next(iter(perception.adapters.values()))
-    return adapter.mlp[-1].out_features
+    return adapter.table.shape[-1] if isinstance(adapter, AttributeTokens) else adapter.mlp[-1].out_features
 
 
 # ---------------------------------------------------------------------------------------------
@@ -252,8 +256,10 @@ def compare_pipeline(perception: Perception, rt: OrtPerception, clips: dict[str,
     with torch.no_grad():
         ref = perception(batch.image, batch.frames, batch.mel, batch.present)
     got = rt.run(**clips)
-    # the encoder probes and the attribute head are training-only, not exported
+    # the encoder probes are training-only, not exported; the attribute head is, as probabilities
     want = {k: v.numpy() for k, v in ref.items() if k not in ("aux", "attributes", "aux_attr")}
+    if "attributes" in ref:
+        want["attributes"] = torch.sigmoid(ref["attributes"]).numpy()
     return {"n": n, "outputs": compare(got, want)}
 
 

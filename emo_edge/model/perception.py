@@ -317,6 +317,23 @@ class Adapter(nn.Module):
         return self.mlp(self.pool @ tokens)
 
 
+class AttributeTokens(nn.Module):
+    """One LLM token per observable attribute: its two learned embeddings (for the attribute's first value in
+    sorted order, the head's target 1, and for the other) blended by the attribute head's probability.
+
+    The attribute head reads the fusion token the fast head reads, so this hands the LLM what perception has
+    already decided about each attribute, one token it can copy per cue, rather than leaving it to decode the
+    attributes again from the pooled fusion tokens (where it named the visual ones at chance)."""
+
+    def __init__(self, n_attributes: int, llm_width: int):
+        super().__init__()
+        self.table = nn.Parameter(torch.randn(n_attributes, 2, llm_width) * 0.02)  # [:, 0] value 1, [:, 1] value 0
+
+    def forward(self, logits: torch.Tensor) -> torch.Tensor:  # (B, A) -> (B, A, H)
+        p = torch.sigmoid(logits)[..., None]
+        return p * self.table[:, 0] + (1.0 - p) * self.table[:, 1]
+
+
 # ---------------------------------------------------------------------------------------------
 # perception: everything before the LLM
 # ---------------------------------------------------------------------------------------------
@@ -346,7 +363,8 @@ class Perception(nn.Module):
         # that gives every encoder its own gradient, and a per-modality diagnostic; never exported
         self.aux = nn.ModuleDict({k: nn.Linear(widths[k], len(LABELS)) for k in FUSED})
         # observable attributes (head tilt, onset, pitch contour, ...) from the mean fusion token: keeps in
-        # the tokens the LLM reads what the label alone would let the encoders discard; never exported
+        # the tokens the LLM reads what the label alone would let the encoders discard; exported only inside the
+        # attribute tokens (tokens.attributes)
         a = cfg.head.attributes
         d = cfg.fusion.dim
         self.attributes = nn.Sequential(nn.LayerNorm(d), mlp(d, cfg.head.hidden, a)) if a else None
@@ -363,6 +381,8 @@ class Perception(nn.Module):
             adapters["video"] = Adapter(self.n_native["video"], tb.video, widths["video"], llm_width)
         if tb.audio:
             adapters["audio"] = Adapter(self.n_native["audio"], tb.audio, widths["audio"], llm_width)
+        if tb.attributes:
+            adapters["attributes"] = AttributeTokens(tb.attributes, llm_width)
         self.adapters = nn.ModuleDict(adapters)
 
     # stage methods (export boundaries)
@@ -378,17 +398,29 @@ class Perception(nn.Module):
     def fuse(self, feats: dict[str, torch.Tensor], present: torch.Tensor) -> torch.Tensor:  # -> (B, Nf, D)
         return self.fusion(feats, present)
 
-    def embed_streams(self, feats: dict[str, torch.Tensor], fused: torch.Tensor) -> torch.Tensor:
-        """(B, budget.total, H): the LLM tokens in splice order [fusion | image | video | audio]."""
-        parts = [self.adapters[k](fused if k == "fusion" else feats[k]) for k in self.adapters]
-        return torch.cat(parts, dim=1)
+    def attribute_logits(self, fused: torch.Tensor) -> torch.Tensor:  # (B, Nf, D) -> (B, A)
+        assert self.attributes is not None, "no attribute head (model.head.attributes is 0)"
+        return self.attributes(fused.mean(dim=1))
+
+    def embed_streams(self, feats: dict[str, torch.Tensor], fused: torch.Tensor,
+                      attributes: torch.Tensor | None = None) -> torch.Tensor:
+        """(B, budget.total, H): the LLM tokens in splice order [fusion | image | video | audio | attributes];
+        `attributes`: the attribute head's logits when already computed."""
+        def source(k: str) -> torch.Tensor:
+            if k == "attributes":
+                return self.attribute_logits(fused) if attributes is None else attributes
+            return fused if k == "fusion" else feats[k]
+
+        return torch.cat([self.adapters[k](source(k)) for k in self.adapters], dim=1)
 
     def stream_mask(self, present: torch.Tensor) -> torch.Tensor:
-        """(B, budget.total) 1 where a token's source is present; `present` is (B, 3) over FUSED."""
+        """(B, budget.total) 1 where a token's source is present; `present` is (B, 3) over FUSED. The fusion and
+        attribute tokens come from every present modality."""
         cols = []
         for k in self.adapters:
             n = self.cfg.tokens.__dict__[k]
-            src = present.amax(dim=1, keepdim=True) if k == "fusion" else present[:, FUSED.index(k)][:, None]
+            whole = k in ("fusion", "attributes")
+            src = present.amax(dim=1, keepdim=True) if whole else present[:, FUSED.index(k)][:, None]
             cols.append(src.expand(-1, n))
         return torch.cat(cols, dim=1)
 
@@ -402,10 +434,11 @@ class Perception(nn.Module):
         fused = self.fuse({k: v.detach() for k, v in feats.items()} if isolate else feats, present)
         logits, va = self.head(fused)
         aux = torch.stack([self.aux[k](feats[k].mean(dim=1)) for k in FUSED], dim=1)  # (B, M, L)
-        out = {"fused": fused, "logits": logits, "va": va, "aux": aux, "tokens": self.embed_streams(feats, fused),
-               "token_mask": self.stream_mask(present)}
-        if self.attributes is not None:
-            out["attributes"] = self.attributes(fused.mean(dim=1))  # (B, A) logits
+        attributes = self.attribute_logits(fused) if self.attributes is not None else None  # (B, A)
+        out = {"fused": fused, "logits": logits, "va": va, "aux": aux,
+               "tokens": self.embed_streams(feats, fused, attributes), "token_mask": self.stream_mask(present)}
+        if attributes is not None:
+            out["attributes"] = attributes
         if self.aux_attr is not None:
             out["aux_attr"] = torch.stack([self.aux_attr[k](feats[k].mean(dim=1)) for k in FUSED], dim=1)  # (B, M, A)
         return out

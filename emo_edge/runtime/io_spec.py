@@ -10,7 +10,9 @@ Graphs, in run order (the encoders are independent; the fusion takes their outpu
     video_encoder  frames (B, T, 3, s, s) f32 in [0, 1]  -> video_feats (B, T*k, Wv)
     audio_encoder  mel (B, n_mels, F) f32 scaled log-mel -> audio_feats (B, Na, Wa)
     fusion         image_feats, video_feats, audio_feats, present (B, 3) f32 in {0, 1}
-                   -> fused (B, Nf, D), logits (B, L), va (B, 2), tokens (B, Ntok, H), token_mask (B, Ntok)
+                   -> fused (B, Nf, D), logits (B, L), va (B, 2), tokens (B, Ntok, H), token_mask (B, Ntok),
+                      and with an attribute head (model.head.attributes = A > 0) attributes (B, A): the
+                      probability of each attribute's first value (the manifest's `attributes` names them)
 
 `runtime_inputs` are what the runtime itself takes: the arrays of `emo_edge.data.features`
 (uint8 RGB in NHWC layout, float log-mel) and the presence flags over (image, video, audio).
@@ -132,6 +134,7 @@ def sizes(cfg: ModelConfig, llm_width: int | None = None) -> dict[str, int]:
         "Na": audio_tokens(fe.n_mel_frames, cfg.audio_encoder.downsample, cfg.audio_encoder.arch),
         "Wa": cfg.audio_encoder.width,
         "Nf": cfg.fusion.n_tokens, "D": cfg.fusion.dim, "L": len(LABELS), "Ntok": cfg.tokens.total, "H": llm_width,
+        "A": cfg.head.attributes,
     }
 
 
@@ -153,6 +156,7 @@ def build_io_spec(cfg: ModelConfig, llm_width: int | None = None) -> IOSpec:
             TensorSpec("va", f32, (b, 2)),
             TensorSpec("tokens", f32, (b, z["Ntok"], z["H"])),
             TensorSpec("token_mask", f32, (b, z["Ntok"]), "mask"),
+            *([TensorSpec("attributes", f32, (b, z["A"]), "unit")] if z["A"] else []),
         )),
     ]
     runtime_inputs = (

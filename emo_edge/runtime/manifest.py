@@ -5,7 +5,8 @@
       target        the export profile (`emo_edge.runtime.profile.ExportProfile`) the bundle was made for
       checkpoint    where the weights came from (path, name, content sha256, preset and seed)
       model         frontend (FrontendConfig), LLM architecture and embedding width
-      labels, prompt, token_layout (order, budget per stream, total)
+      labels, prompt, token_layout (order, budget per stream, total), attributes (what the fusion graph's
+                    `attributes` output reads, when it has one)
       io_spec       the tensor table of the perception graphs (`emo_edge.runtime.io_spec.IOSpec`)
       perception    {fp32 | int8: PerceptionEntry}: the graphs' directory and each graph's precision
       llm           {quant: GGUF path}, the tokenizer, GGUF metadata
@@ -46,6 +47,17 @@ class CheckpointInfo:
     name: str
     sha256: str  # content digest of the weights (`emo_edge.checkpoint.content_digest`)
     trained: dict[str, Any]  # preset, seed
+
+
+@dataclass
+class AttributeInfo:
+    """One observable attribute the fusion graph's `attributes` output reads: its probability is that of `values[0]`
+    (`phrases` are the values as the reasons word them)."""
+
+    name: str
+    view: str  # visual | vocal
+    values: list[str]  # two
+    phrases: list[str]
 
 
 @dataclass
@@ -140,6 +152,9 @@ class Manifest:
     engines: list[EngineRecord]
     parity: Parity
     files: dict[str, dict[str, Any]]  # path -> {sha256, bytes}
+    # the fusion graph's `attributes` columns, in order (None: a checkpoint without an attribute head, or a bundle
+    # exported before they were)
+    attributes: list[AttributeInfo] | None = None
 
     @property
     def default_quant(self) -> str:

@@ -21,13 +21,30 @@ class EmotionRuntime:
         self._template, self._instructions = prompt["template"], prompt["instructions"]
         chat = prompt.get("chat")  # the backbone's chat-template text around the prompt, when it was trained so
         self._chat = (chat["before"], chat["after"]) if chat else None
+        # the observable attributes the fusion graph reads (empty: a model or bundle without them)
+        self.attributes = list(bundle.manifest.attributes or [])
 
     def perceive(self, image: np.ndarray, frames: np.ndarray, mel: np.ndarray, present: np.ndarray) -> dict[str, Any]:
-        """Fast path for B clips: head label, scores, valence/arousal, and the LLM tokens."""
+        """Fast path for B clips: head label, scores, valence/arousal, the LLM tokens, and with an attribute head
+        `readings`: per clip, (attribute, its likelier value, that value's probability) for each attribute."""
         out = self.bundle.perception.run(image, frames, mel, present)
         scores = softmax(out["logits"])
         out["scores"] = scores
         out["labels"] = [self.labels[i] for i in scores.argmax(axis=-1)]
+        if self.attributes and "attributes" in out:
+            out["readings"] = [self.read_attributes(row) for row in np.asarray(out["attributes"])]
+        return out
+
+    def read_attributes(self, probs: np.ndarray) -> list[tuple[str, str, float]]:
+        """(name, likelier value, its probability) per attribute from one clip's `attributes` row (each column the
+        probability of the attribute's first value)."""
+        if len(probs) != len(self.attributes):
+            raise ValueError(f"attributes: got {len(probs)} probabilities, the manifest names {len(self.attributes)} "
+                             "attributes (re-export the bundle)")
+        out = []
+        for a, p in zip(self.attributes, probs, strict=True):
+            first = float(p) >= 0.5
+            out.append((a.name, a.values[0] if first else a.values[1], float(p) if first else 1.0 - float(p)))
         return out
 
     @property

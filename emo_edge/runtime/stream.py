@@ -191,6 +191,11 @@ class EmotionUpdate:
     transcript: str | None = None  # source "llm": the text passed to the LLM as the subtitle (None: text absent)
     status: str = "final"  # final | provisional (may be withdrawn) | withdrawn (forget utterance_id's provisional)
     speech_end: float = 0.0  # s, stream clock: the VAD's end of the utterance's speech (0: sliding window)
+    # source "head" with a model that reads observable attributes: each attribute, its likelier value and that
+    # value's probability (empty otherwise)
+    attributes: list[str] = field(default_factory=list)
+    attribute_values: list[str] = field(default_factory=list)
+    attribute_scores: list[float] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -735,13 +740,15 @@ class StreamRuntime:
             self._fast_idle.set()
         present = (bool(batch[3][0, 1]), bool(batch[3][0, 2]))
         va = np.asarray(out["va"])[0]
+        readings = out.get("readings", [[]])[0]
         done = self.clock()
         update = EmotionUpdate(
             label=out["labels"][0], labels=self.labels, scores=[float(s) for s in np.asarray(out["scores"])[0]],
             valence=float(va[0]), arousal=float(va[1]), window_start=t0, window_end=t1,
             latency_ms=(done - t1) * 1000.0, compute_ms=(done - start) * 1000.0, source="head",
             utterance_id=utterance_id, voice_active=self.tracker.active, present=present, status=status,
-            speech_end=speech_end)
+            speech_end=speech_end, attributes=[r[0] for r in readings], attribute_values=[r[1] for r in readings],
+            attribute_scores=[r[2] for r in readings])
         self._last_head, self._last_tokens = update, (out["tokens"][0], out["token_mask"][0])
         if utterance_id and status == "final":
             self.latency["speech_label"].add((done - speech_end) * 1000.0)

@@ -33,6 +33,7 @@ from rich.console import Console
 
 from emo_edge import checkpoint as ck
 from emo_edge.config import ModelConfig, Preset, TrainConfig, load_preset, save_yaml
+from emo_edge.data import synth_text
 from emo_edge.data.features import FeatureSet
 from emo_edge.data.schema import Record
 from emo_edge.data.synth_v2 import ATTRIBUTES
@@ -414,6 +415,23 @@ def build_model(cfg: ModelConfig, out: Path, resume_lora: bool, init_perception:
     return model
 
 
+def init_attribute_tokens(model: EmotionLLM) -> bool:
+    """Start each attribute token's two embeddings at the mean input embedding of its values' cue phrases, as the
+    reasons write them: from its first step the LLM reads, per attribute, a blend of the words it is to write.
+    False when the model has no attribute tokens."""
+    adapters = model.perception.adapters
+    if "attributes" not in adapters:
+        return False
+    emb = model.llm.get_input_embeddings()
+    table = adapters["attributes"].table  # (A, 2, H): [:, 0] the attribute's first value in sorted order
+    with torch.no_grad():
+        for i, a in enumerate(ATTRIBUTES):
+            for j, value in enumerate(sorted(a.phrases)):
+                ids = torch.tensor(model.tok.encode(synth_text.phrase(a.phrases[value])), device=table.device)
+                table[i, j] = emb(ids).mean(dim=0).to(table.dtype)
+    return True
+
+
 def save_all(model: EmotionLLM, out: Path, d: Dist, state: dict) -> None:
     if not d.main:
         return
@@ -628,8 +646,10 @@ def run_curriculum(cfg: ModelConfig, tc: TrainConfig, td: TrainData, out: Path, 
         if b and d.main:
             console.print(f"[yellow]skipped {len(b)} bad clip(s):[/] " + "; ".join(b[:5]))
     torch.manual_seed(tc.seed)
-    model = build_model(cfg, out, resume_lora=state is not None or 1 not in cur,
-                        init_perception=tc.init_perception).to(d.device)
+    resume_lora = state is not None or 1 not in cur
+    model = build_model(cfg, out, resume_lora=resume_lora, init_perception=tc.init_perception).to(d.device)
+    if not resume_lora and init_attribute_tokens(model) and d.main:
+        console.print("attribute tokens start at their cue phrases' embeddings")
     broadcast_params([q for q in model.parameters() if q.requires_grad], d)
     for stage in cur:
         start, opt_state, data_state = 0, None, None

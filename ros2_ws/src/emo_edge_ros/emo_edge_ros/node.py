@@ -355,6 +355,8 @@ class EmotionNode(LifecycleNode):
             msg.speech_end = s_to_stamp(u.speech_end)
         msg.video_present, msg.audio_present = u.present
         msg.text_present, msg.transcript = u.transcript is not None, u.transcript or ""
+        msg.attributes, msg.attribute_values = list(u.attributes), list(u.attribute_values)
+        msg.attribute_scores = [float(s) for s in u.attribute_scores]
         msg.latency_ms = float((self._now() - u.window_end) * 1000.0)  # up to the publish call itself
         self.state_pub.publish(msg)
         if self.hri is not None and u.source == "head" and self._expression_order.admit(u.status, u.window_end):
