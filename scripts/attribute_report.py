@@ -19,9 +19,9 @@ from emo_edge.config import load_model_config
 from emo_edge.data.features import load_features
 from emo_edge.data.synth_v2 import ATTRIBUTES
 from emo_edge.labels import LABELS
-from emo_edge.model.inputs import to_batch
 from emo_edge.model.perception import FUSED
 from emo_edge.train.data import PROBE_ATTRIBUTES, attribute_targets
+from emo_edge.train.loop import perceive_split
 
 
 def main() -> None:
@@ -41,12 +41,7 @@ def main() -> None:
         raise SystemExit(f"{a.data}: no SynthEmo v2 attributes in its records")
     heads, probes, logits = [], [], []
     with torch.no_grad():
-        for s in range(0, len(fs), 64):
-            idx = np.arange(s, min(s + 64, len(fs)))
-            on = np.ones(len(idx), bool)
-            b = to_batch(fs.frames[idx], fs.image[idx], fs.mel[idx], on, on, ["emotion"] * len(idx),
-                         [fs.records[i].subtitle for i in idx])
-            p = model.perception(b.image, b.frames, b.mel, b.present)
+        for _, _, p in perceive_split(model, fs):
             heads.append(p["attributes"].float().numpy())
             probes.append(p["aux_attr"].float().numpy())
             logits.append(p["logits"].float().numpy())

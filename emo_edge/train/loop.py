@@ -20,7 +20,7 @@ import json
 import math
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -352,22 +352,28 @@ def validate_lm(llm: torch.nn.Module, encoded: list[list[int]], batch_size: int,
 # ---------------------------------------------------------------------------------------------
 
 
-@torch.no_grad()
-def validate(model: EmotionLLM, fs: FeatureSet, n_llm: int = 48) -> dict[str, float]:
-    """Head accuracy on the whole split and LLM emotion accuracy on its first n_llm clips."""
-    model.eval()
+def perceive_split(model: EmotionLLM, fs: FeatureSet, batch_size: int = 64) -> Iterator[tuple[np.ndarray, Any, dict]]:
+    """(clip indices, Batch, perception outputs) over a whole split in order, every view present and the emotion
+    task with each clip's subtitle; call under torch.no_grad()."""
     device = next(model.perception.parameters()).device
-    correct, llm_correct, n_asked = 0, 0, 0
-    aux_correct = np.zeros(len(FUSED))
-    attr_truth, attr_hit = attribute_targets(fs.records), np.zeros(len(ATTRIBUTES))
-    probe_hit, probe_n = np.zeros(len(FUSED)), np.zeros(len(FUSED))  # the encoders' own attribute probes
-    for s in range(0, len(fs), 64):
-        idx = np.arange(s, min(s + 64, len(fs)))
+    for s in range(0, len(fs), batch_size):
+        idx = np.arange(s, min(s + batch_size, len(fs)))
         on = np.ones(len(idx), bool)
         batch = to_batch(fs.frames[idx], fs.image[idx], fs.mel[idx], on, on, ["emotion"] * len(idx),
                          [fs.records[i].subtitle for i in idx])
         batch = batch_to(batch, device)
-        p = model.perception(batch.image, batch.frames, batch.mel, batch.present)
+        yield idx, batch, model.perception(batch.image, batch.frames, batch.mel, batch.present)
+
+
+@torch.no_grad()
+def validate(model: EmotionLLM, fs: FeatureSet, n_llm: int = 48) -> dict[str, float]:
+    """Head accuracy on the whole split and LLM emotion accuracy on its first n_llm clips."""
+    model.eval()
+    correct, llm_correct, n_asked = 0, 0, 0
+    aux_correct = np.zeros(len(FUSED))
+    attr_truth, attr_hit = attribute_targets(fs.records), np.zeros(len(ATTRIBUTES))
+    probe_hit, probe_n = np.zeros(len(FUSED)), np.zeros(len(FUSED))  # the encoders' own attribute probes
+    for idx, batch, p in perceive_split(model, fs):
         correct += int((p["logits"].argmax(-1).cpu().numpy() == fs.labels[idx]).sum())
         aux_correct += (p["aux"].argmax(-1).cpu().numpy() == fs.labels[idx][:, None]).sum(axis=0)
         if "attributes" in p:
