@@ -282,8 +282,14 @@ class TrainConfig:
     # adapters (sized for this LLM) and a missing attribute head start fresh. The frontend and encoder,
     # fusion and head shapes must equal this preset's
     init_perception: str = ""
+    # RMS each attribute token's pair of embeddings starts at (tokens.attributes > 0): 0 keeps the cue phrases' mean
+    # word embeddings as they are (the shipped default: RMS ~0.03, beside stream tokens of RMS ~1, and the reasons
+    # followed them only for head tilt and gaze; docs/synthemo-v2-training.md, run 7)
+    attr_token_rms: float = 0.0
 
     def __post_init__(self) -> None:
+        if self.attr_token_rms < 0:
+            raise ValueError(f"train.attr_token_rms must be >= 0, got {self.attr_token_rms}")
         for name in ("batch_size", "grad_accum"):
             if getattr(self, name) < 1:
                 raise ValueError(f"train.{name} must be >= 1, got {getattr(self, name)}")

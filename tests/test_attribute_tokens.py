@@ -110,6 +110,12 @@ def test_attribute_tokens_start_at_their_cue_phrases(tiny_ckpt):
         want = emb(torch.tensor(model.tok.encode(phrase))).mean(dim=0)
         assert torch.allclose(table[i, j], want), phrase
     assert not torch.allclose(table[i, 0], table[i, 1])
+    # attr_token_rms: each pair rescaled by one factor to that RMS, the directions kept
+    phrases = table.detach().clone()
+    assert init_attribute_tokens(model, rms=1.0)
+    assert torch.allclose(table.pow(2).mean(dim=(1, 2)).sqrt(), torch.ones(A), atol=1e-5)
+    ratio = table[:, :, 0] / phrases[:, :, 0]
+    assert torch.allclose(table, phrases * ratio[:, :1, None], rtol=1e-4, atol=1e-6)  # one factor per attribute
     cfg.tokens.attributes = 0
     assert not init_attribute_tokens(build_model(cfg, tiny_ckpt, resume_lora=False))
 

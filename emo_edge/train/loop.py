@@ -421,10 +421,11 @@ def build_model(cfg: ModelConfig, out: Path, resume_lora: bool, init_perception:
     return model
 
 
-def init_attribute_tokens(model: EmotionLLM) -> bool:
+def init_attribute_tokens(model: EmotionLLM, rms: float = 0.0) -> bool:
     """Start each attribute token's two embeddings at the mean input embedding of its values' cue phrases, as the
     reasons write them: from its first step the LLM reads, per attribute, a blend of the words it is to write.
-    False when the model has no attribute tokens."""
+    `rms` > 0 rescales each attribute's pair (one factor for both, so their difference keeps its share) to that
+    root mean square. False when the model has no attribute tokens."""
     adapters = model.perception.adapters
     if "attributes" not in adapters:
         return False
@@ -435,6 +436,8 @@ def init_attribute_tokens(model: EmotionLLM) -> bool:
             for j, value in enumerate(sorted(a.phrases)):
                 ids = torch.tensor(model.tok.encode(synth_text.phrase(a.phrases[value])), device=table.device)
                 table[i, j] = emb(ids).mean(dim=0).to(table.dtype)
+            if rms > 0:
+                table[i] *= rms / table[i].pow(2).mean().sqrt()
     return True
 
 
@@ -654,7 +657,7 @@ def run_curriculum(cfg: ModelConfig, tc: TrainConfig, td: TrainData, out: Path, 
     torch.manual_seed(tc.seed)
     resume_lora = state is not None or 1 not in cur
     model = build_model(cfg, out, resume_lora=resume_lora, init_perception=tc.init_perception).to(d.device)
-    if not resume_lora and init_attribute_tokens(model) and d.main:
+    if not resume_lora and init_attribute_tokens(model, tc.attr_token_rms) and d.main:
         console.print("attribute tokens start at their cue phrases' embeddings")
     broadcast_params([q for q in model.parameters() if q.requires_grad], d)
     for stage in cur:
