@@ -43,8 +43,9 @@ def perceived(head: dict | None) -> str:
 
 def main(out: Path) -> None:
     t = Table(title="streamed per clip (the answers that stood)")
-    for col in ("clip", "true", "head", "llm", "text", "head latency ms", "llm latency ms", "perceived", "reason"):
+    for col in ("clip", "true", "head", "llm", "text", "head latency ms", "llm latency ms", "reason"):
         t.add_column(col)
+    seen = []
     for line in (out / "clips.tsv").read_text().splitlines():
         cid, label = line.split("\t")[:2]
         events = [json.loads(x) for x in (out / f"{cid}.jsonl").read_text().splitlines()]
@@ -52,8 +53,11 @@ def main(out: Path) -> None:
         t.add_row(cid, label, head["label"] if head else "-", llm["label"] if llm else "-",
                   "yes" if llm and llm.get("transcript") else "no",
                   f"{head['latency_ms']:.0f}" if head else "-", f"{llm['latency_ms']:.0f}" if llm else "-",
-                  perceived(head), reason[:80] + ("..." if len(reason) > 80 else ""))
-    Console().print(t)
+                  reason[:80] + ("..." if len(reason) > 80 else ""))
+        seen.append(f"{cid}: {perceived(head)}")
+    console = Console()
+    console.print(t)
+    console.print("perceived by the head (each attribute's likelier value), per clip:\n  " + "\n  ".join(seen))
 
 
 if __name__ == "__main__":

@@ -18,7 +18,7 @@ def test_presets_load_and_layouts():
     paper = load_preset("paper").model
     assert (paper.tokens.fusion, paper.tokens.image, paper.tokens.video, paper.tokens.audio) == (64, 256, 64, 64)
     assert paper.tokens.total == 448
-    assert load_preset("edge-small").model.tokens.total == 48
+    assert load_preset("edge-small").model.tokens.total == 58  # 48 stream tokens and 10 attribute tokens
 
 
 def test_unknown_preset_names_the_choices():

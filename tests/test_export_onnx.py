@@ -143,8 +143,12 @@ def test_stage_inputs_are_checked_and_files_match_the_config(exported):
         rt.encode_image(np.zeros((1, 3, 32, 32), np.float32))
     with pytest.raises(ValueError, match="fusion: expected inputs"):
         rt.run_graph("fusion", {"present": np.ones((1, 3), np.float32)})
+    edge = load_preset("edge-small").model
+    with pytest.raises(ValueError, match=r"fusion: inputs/outputs .* are not the io spec's .*'attributes'\]\)"):
+        OrtPerception(out, edge, threads=1)  # edge-small's fusion graph also reads the attributes
+    edge.head.attributes = edge.tokens.attributes = 0
     with pytest.raises(ValueError, match="do not match the io spec"):
-        OrtPerception(out, load_preset("edge-small").model, threads=1)
+        OrtPerception(out, edge, threads=1)  # the same outputs, other shapes
     with pytest.raises(ValueError, match="not available"):
         OrtPerception(out, providers=["NoSuchExecutionProvider"])
 

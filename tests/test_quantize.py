@@ -248,8 +248,12 @@ def test_token_budget_must_be_the_checkpoints():
     fusion_only = profile_from_dict({"tokens": {"fusion": 16, "image": 0, "video": 0, "audio": 0}}, name="nano16")
     with pytest.raises(ValueError, match="trained with .* needs retraining"):
         fusion_only.check_model(edge)
-    same = profile_from_dict({"tokens": {"fusion": 16, "image": 16, "video": 8, "audio": 8}}, name="same")
+    same = profile_from_dict({"tokens": {"fusion": 16, "image": 16, "video": 8, "audio": 8, "attributes": 10}},
+                             name="same")
     same.check_model(edge)
+    no_attributes = profile_from_dict({"tokens": {"fusion": 16, "image": 16, "video": 8, "audio": 8}}, name="old")
+    with pytest.raises(ValueError, match="'attributes': 0}.* 'attributes': 10}; a different budget needs retraining"):
+        no_attributes.check_model(edge)
     with pytest.raises(ValueError, match="tokens.image must be a square number"):
         profile_from_dict({"tokens": {"fusion": 4, "image": 3, "video": 0, "audio": 0}})
     with pytest.raises(ValueError, match=r"tokens: expected a mapping over"):
