@@ -147,8 +147,8 @@ class HeadConfig:
     hidden: int = 128
     dropout: float = 0.1
     # binary observable attributes (SynthEmo v2's, in `emo_edge.data.synth_v2.ATTRIBUTES` order) predicted
-    # from the fusion tokens: a perception objective, exported only as the LLM's attribute tokens
-    # (`tokens.attributes`); 0 = none
+    # from the fusion tokens: a perception objective, exported as the fusion graph's `attributes` output (the robot's
+    # readings) and, with `tokens.attributes`, as the LLM's attribute tokens; 0 = none
     attributes: int = 0
 
 

@@ -363,8 +363,8 @@ class Perception(nn.Module):
         # that gives every encoder its own gradient, and a per-modality diagnostic; never exported
         self.aux = nn.ModuleDict({k: nn.Linear(widths[k], len(LABELS)) for k in FUSED})
         # observable attributes (head tilt, onset, pitch contour, ...) from the mean fusion token: keeps in
-        # the tokens the LLM reads what the label alone would let the encoders discard; exported only inside the
-        # attribute tokens (tokens.attributes)
+        # the tokens the LLM reads what the label alone would let the encoders discard; exported as the fusion
+        # graph's `attributes` output and, with tokens.attributes, inside the attribute tokens
         a = cfg.head.attributes
         d = cfg.fusion.dim
         self.attributes = nn.Sequential(nn.LayerNorm(d), mlp(d, cfg.head.hidden, a)) if a else None
