@@ -283,8 +283,8 @@ class TrainConfig:
     # fusion and head shapes must equal this preset's
     init_perception: str = ""
     # RMS each attribute token's pair of embeddings starts at (tokens.attributes > 0): 0 keeps the cue phrases' mean
-    # word embeddings as they are (the shipped default: RMS ~0.03, beside stream tokens of RMS ~1, and the reasons
-    # followed them only for head tilt and gaze; docs/synthemo-v2-training.md, run 7)
+    # word embeddings as they are (the shipped default: RMS ~0.03, beside stream tokens of RMS ~1). At 1.0 the
+    # reasons named the attributes no better (docs/synthemo-v2-training.md, run 7)
     attr_token_rms: float = 0.0
 
     def __post_init__(self) -> None:
