@@ -85,6 +85,12 @@ class Attribute:
     view: str  # "visual" or "vocal"
     phrases: dict[str, str]
 
+    @property
+    def values(self) -> list[str]:
+        """The two values in sorted order: the first is what the attribute head's target 1 and the exported
+        probability stand for."""
+        return sorted(self.phrases)
+
 
 ATTRIBUTES: tuple[Attribute, ...] = (
     Attribute("intensity", "visual", {"mild": "a mild expression", "strong": "a strong expression"}),

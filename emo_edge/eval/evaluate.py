@@ -256,8 +256,7 @@ def attribute_values(first: np.ndarray) -> list[list[str]]:
     """(B, A) booleans, True where the head reads an attribute's first value in sorted order, as value names."""
     from emo_edge.data.synth_v2 import ATTRIBUTES
 
-    values = [sorted(a.phrases) for a in ATTRIBUTES]
-    return [[v[0] if f else v[1] for f, v in zip(row, values, strict=True)] for row in first]
+    return [[a.values[0] if f else a.values[1] for f, a in zip(row, ATTRIBUTES, strict=True)] for row in first]
 
 
 def evaluate_checkpoint(

@@ -193,11 +193,7 @@ def _attributes(cfg: Any) -> list[AttributeInfo] | None:
         return None
     from emo_edge.data.synth_v2 import ATTRIBUTES
 
-    out = []
-    for a in ATTRIBUTES:
-        values = sorted(a.phrases)
-        out.append(AttributeInfo(a.name, a.view, values, [a.phrases[v] for v in values]))
-    return out
+    return [AttributeInfo(a.name, a.view, a.values, [a.phrases[v] for v in a.values]) for a in ATTRIBUTES]
 
 
 def _manifest(model: Any, profile: Any, ckpt: Path, meta: dict, perception: dict, llm: dict, tmp: Path,

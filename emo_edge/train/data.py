@@ -52,7 +52,7 @@ def attribute_targets(records: list[Record]) -> np.ndarray:
         values = (r.meta or {}).get("attributes") or {}
         for j, a in enumerate(ATTRIBUTES):
             if a.name in values:
-                out[i, j] = float(sorted(a.phrases).index(values[a.name]) == 0)
+                out[i, j] = float(values[a.name] == a.values[0])
     return out
 
 

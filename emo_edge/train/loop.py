@@ -433,7 +433,7 @@ def init_attribute_tokens(model: EmotionLLM, rms: float = 0.0) -> bool:
     table = adapters["attributes"].table  # (A, 2, H): [:, 0] the attribute's first value in sorted order
     with torch.no_grad():
         for i, a in enumerate(ATTRIBUTES):
-            for j, value in enumerate(sorted(a.phrases)):
+            for j, value in enumerate(a.values):
                 ids = torch.tensor(model.tok.encode(synth_text.phrase(a.phrases[value])), device=table.device)
                 table[i, j] = emb(ids).mean(dim=0).to(table.dtype)
             if rms > 0:
