@@ -156,10 +156,12 @@ class HeadConfig:
 class LLMConfig:
     """The causal LM. `path` (a local Hugging Face directory, a .gguf file or a GGUF package) wins over the
     shape fields. `chat_template`: wrap the prompt as one user turn of the tokenizer's chat template (for
-    instruction-tuned backbones; the tokenizer must have one)."""
+    instruction-tuned backbones; the tokenizer must have one). `evidence`: the prompt opens with the attribute
+    head's readings in words (`emo_edge.prompts.evidence_text`; needs `head.attributes`)."""
 
     path: str | None = None
     chat_template: bool = False
+    evidence: bool = False
     hidden: int = 256
     layers: int = 4
     heads: int = 4
@@ -234,6 +236,8 @@ class ModelConfig:
         if self.tokens.attributes not in (0, self.head.attributes):
             raise ValueError(f"tokens.attributes={self.tokens.attributes}: one token per attribute of the attribute "
                              f"head, so 0 or head.attributes={self.head.attributes}")
+        if self.llm.evidence and not self.head.attributes:
+            raise ValueError("llm.evidence: the prompt says the attribute head's readings, but head.attributes is 0")
         if self.tokens.video > fe.n_frames * self.video_encoder.tokens_per_frame:
             raise ValueError(
                 f"tokens.video={self.tokens.video} exceeds n_frames*tokens_per_frame="

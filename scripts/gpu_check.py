@@ -345,7 +345,7 @@ def _compare_main(bundle: Path, clips: Path, out: Path) -> None:
         got, prefill_s, decode_s, tokens = [], 0.0, 0.0, 0
         for i, rec in enumerate(fs.records):
             for task, limit in (("emotion", 8), ("reason", 96)):
-                text = suffix(task, rec.subtitle, prompt["template"], prompt["instructions"])
+                text = suffix(task, rec.subtitle, prompt["template"], prompt["instructions"], p["evidence"][i])
                 t0 = time.perf_counter()
                 lm.prefill(lm.prefix_ids(), p["tokens"][i].astype(np.float32), p["token_mask"][i], lm.tokenize(text))
                 t1 = time.perf_counter()

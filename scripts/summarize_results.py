@@ -108,7 +108,8 @@ def target_table(runs: Runs, targets: list[Target] = TARGETS) -> list[str]:
 
 
 def attribute_table(runs: Runs, key: str = "cue_recall_by_attribute", answer_from: str | None = None) -> list[str]:
-    """A per-attribute score (`cue_recall_by_attribute`, or `head_attribute_accuracy`) of every run that has it
+    """A per-attribute score (`cue_recall_by_attribute`, `reason_follows_head_by_attribute` or
+    `head_attribute_accuracy`) of every run that has it
     (and answers from `answer_from`, when given), attributes as columns."""
     rows = {name: r[key] for name, r in runs.items()
             if r.get(key) and (answer_from is None or r.get("answer_from") == answer_from)}
@@ -133,6 +134,10 @@ def main(d: Path) -> None:
     if by_attribute:
         print("\ncue recall by attribute (the share of reasons naming the clip's own value):\n")
         print("\n".join(by_attribute))
+    follows = attribute_table(runs, "reason_follows_head_by_attribute")
+    if follows:
+        print("\nreasons following the attribute head (the share naming the value the head read, right or wrong):\n")
+        print("\n".join(follows))
     read = attribute_table(runs, "head_attribute_accuracy", answer_from="head")
     if read:
         print("\nattribute head accuracy (the share of clips whose value perception reads right, by the views "

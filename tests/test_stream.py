@@ -39,6 +39,7 @@ class FakeModel:
         self.answers = 0
         self.tasks: list[str] = []  # the task of each LLM call
         self.subtitles: list[str | None] = []  # the text modality of each LLM call (None: absent)
+        self.evidences: list[str | None] = []  # the evidence text each LLM call was given
         self.fail_perceive: set[int] = set()  # perceive call numbers (1-based) that raise, for fault isolation
         self.fail_answers: set[int] = set()  # answer call numbers that raise
 
@@ -53,11 +54,12 @@ class FakeModel:
         return {"scores": scores, "labels": ["happy" if loud else "neutral"], "va": np.array([[0.5, 0.3]]),
                 "tokens": np.zeros((1, 4, 8), np.float32), "token_mask": np.ones((1, 4), np.float32)}
 
-    def answer(self, tokens, token_mask, task, subtitle, max_new_tokens=96, on_token=None, gate=None):
+    def answer(self, tokens, token_mask, task, subtitle, max_new_tokens=96, on_token=None, gate=None, evidence=None):
         if self.gate is not None:
             assert self.gate.wait(10)
         self.answers += 1
         self.subtitles.append(subtitle)
+        self.evidences.append(evidence)
         self.tasks.append(task)
         if self.answers in self.fail_answers:
             raise RuntimeError(f"answer call {self.answers} failed on purpose")
@@ -226,6 +228,7 @@ class ReadingModel(FakeModel):
     def perceive(self, image, frames, mel, present):
         out = super().perceive(image, frames, mel, present)
         out["readings"] = [[("gaze", "averted", 0.8), ("pause", "fluent", 0.6)]]
+        out["evidence"] = [f" Perceived: call {len(self.perceived)}."]
         return out
 
 
@@ -242,6 +245,9 @@ def test_head_states_carry_the_attribute_readings_and_llm_states_none():
     assert all(u.attributes == ["gaze", "pause"] and u.attribute_values == ["averted", "fluent"]
                and u.attribute_scores == [0.8, 0.6] for u in head)
     assert all(u.attributes == [] and u.attribute_scores == [] for u in llm)
+    # the LLM is asked with the evidence text of a fast-path call (the readings in words), never without it
+    said = {f" Perceived: call {i}." for i in range(1, len(sim.model.perceived) + 1)}
+    assert sim.model.evidences and all(e in said for e in sim.model.evidences)
     plain = Sim(StreamConfig(vad="energy", slow="off"))
     plain.run(1.0)
     assert plain.states and all(u.attributes == [] for u in plain.states)  # a model without readings

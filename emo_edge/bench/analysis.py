@@ -181,6 +181,7 @@ def evaluate(bundle: Any, data: Any, n: int, budgets: dict[str, dict[str, int]],
     from emo_edge.runtime.bundle import llm_adapter
     from emo_edge.runtime.llm import LlamaCppLM
     from emo_edge.runtime.perception import OrtPerception
+    from emo_edge.runtime.pipeline import evidence_from_probs
 
     m = bundle.manifest
     fs = load_features(find_split(data, "test"), m.model.frontend, limit=n, progress=progress)
@@ -205,7 +206,10 @@ def evaluate(bundle: Any, data: Any, n: int, budgets: dict[str, dict[str, int]],
         answers = []
         for i, r in enumerate(fs.records):
             tok, mask = outs[deploy]["tokens"][i], outs[deploy]["token_mask"][i] * keep
-            answers.append(parse_label(lm.answer(tok, mask, suffix("emotion", r.subtitle), max_new_tokens=8)))
+            said = evidence_from_probs(m.attributes or [], outs[deploy]["attributes"][i], present[i],
+                                       m.prompt["evidence"]) if m.prompt.get("evidence") else ""
+            answers.append(parse_label(lm.answer(tok, mask, suffix("emotion", r.subtitle, evidence=said),
+                                                 max_new_tokens=8)))
         llm[name] = {"waf": classification_report(truth, answers, LABELS)["waf"], "tokens": int(keep.sum())}
     lm.close()
     return {"n_clips": len(fs), "split": "test", "head_waf": head, "llm_waf": llm, "llm": f"llama.cpp-{quant}",
@@ -213,13 +217,14 @@ def evaluate(bundle: Any, data: Any, n: int, budgets: dict[str, dict[str, int]],
 
 
 def _batched(rt: Any, fs: Any, present: np.ndarray, size: int = 16) -> dict[str, list[np.ndarray]]:
-    out: dict[str, list[np.ndarray]] = {"logits": [], "tokens": [], "token_mask": []}
+    out: dict[str, list[np.ndarray]] = {"logits": [], "tokens": [], "token_mask": [], "attributes": []}
     for s in range(0, len(fs), size):
         sl = slice(s, s + size)
         r = rt.run(fs.image[sl], fs.frames[sl], fs.mel[sl].astype(np.float32), present[sl])
         for k in out:
-            out[k].append(r[k])
-    return out
+            if k in r:
+                out[k].append(r[k])
+    return {k: v for k, v in out.items() if v}
 
 
 # ---------------------------------------------------------------------------------------------

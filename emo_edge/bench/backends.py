@@ -135,7 +135,8 @@ class TorchPerception:
         return call
 
     def perceive(self, image: np.ndarray, frames: np.ndarray, mel: np.ndarray, present: np.ndarray) -> dict:
-        """Runtime arrays -> tokens, token_mask, logits (numpy), converting as `to_batch` does."""
+        """Runtime arrays -> tokens, token_mask, logits and, with an attribute head, attributes (the probabilities,
+        as the exported fusion graph gives them) (numpy), converting as `to_batch` does."""
         t = self.torch
         with t.inference_mode():
             p = t.from_numpy(np.asarray(present, np.float32))
@@ -144,7 +145,10 @@ class TorchPerception:
             frm = t.from_numpy(frames).permute(0, 1, 4, 2, 3).contiguous().float() / 255.0
             img, frm = img * p[:, 0, None, None, None], frm * p[:, 1, None, None, None, None]
             out = self.p(img, frm, t.from_numpy(np.asarray(mel, np.float32)) * p[:, 2, None, None], p)
-            return {k: out[k].numpy() for k in ("tokens", "token_mask", "logits")}
+            got = {k: out[k].numpy() for k in ("tokens", "token_mask", "logits")}
+            if "attributes" in out:
+                got["attributes"] = t.sigmoid(out["attributes"]).numpy()
+            return got
 
     def close(self) -> None:
         pass

@@ -48,7 +48,7 @@ class WideLLM:
         self.lm.set_threads(n_threads)
 
     def answer(self, tokens: np.ndarray, mask: np.ndarray, task: str, subtitle: str | None, max_new_tokens: int = 96,
-               on_token: Any = None, gate: Any = None) -> str:
+               on_token: Any = None, gate: Any = None, evidence: str | None = None) -> str:
         zeros = np.zeros((len(tokens), self.lm.n_embd), np.float32)
         return self.lm.answer(zeros, mask, " Describe the emotion:", max_new_tokens, on_token=on_token, gate=gate)
 

@@ -180,30 +180,36 @@ def _open_llm(job: Job) -> tuple[Any, Any]:
 
 def time_llm(job: Job) -> dict[str, Any]:
     from emo_edge.prompts import suffix
+    from emo_edge.runtime.pipeline import evidence_from_probs
 
     fe, prompt = job.manifest.model.frontend, job.manifest.prompt
     lm, perception = _open_llm(job)
     cfg, reps = job.cfg, job.cfg.reps
 
-    def text(task: str, w: Window) -> str:
-        return suffix(task, w.subtitle, prompt["template"], prompt["instructions"])
+    template = prompt.get("evidence")  # the bundle's LLM reads the attribute readings: its prompts carry them
+
+    def text(task: str, w: Window, perceived: dict) -> str:
+        said = evidence_from_probs(job.manifest.attributes or [], perceived["attributes"][0],
+                                   np.ones(3, np.float32), template) if template else ""  # every view present
+        return suffix(task, w.subtitle, prompt["template"], prompt["instructions"], said)
 
     tokens = [perception.perceive(**runtime_arrays(w, fe)) for w in job.windows]
     mm, mask = tokens[0]["tokens"][0], tokens[0]["token_mask"][0]
-    emotion = text("emotion", job.windows[0])
+    emotion = text("emotion", job.windows[0], tokens[0])
     nxt = itertools.cycle(range(len(job.windows)))
     lengths: list[int] = []
 
     def answer() -> None:
         i = next(nxt)
         t = tokens[i]
-        lengths.append(len(greedy(lm, lm.prefill(t["tokens"][0], t["token_mask"][0], text("reason", job.windows[i])),
-                                  cfg.answer_tokens)))
+        lengths.append(len(greedy(lm, lm.prefill(t["tokens"][0], t["token_mask"][0],
+                                                 text("reason", job.windows[i], t)), cfg.answer_tokens)))
 
     def slow_path() -> None:
         i = next(nxt)
         t = perception.perceive(**runtime_arrays(job.windows[i], fe))
-        greedy(lm, lm.prefill(t["tokens"][0], t["token_mask"][0], text("reason", job.windows[i])), cfg.answer_tokens)
+        greedy(lm, lm.prefill(t["tokens"][0], t["token_mask"][0], text("reason", job.windows[i], t)),
+               cfg.answer_tokens)
 
     def ttft() -> str:
         return lm.piece(int(np.argmax(lm.prefill(mm, mask, emotion))))
@@ -464,6 +470,12 @@ def _roofline(cfg: BenchConfig, m: Manifest, backends: list[dict[str, Any]], pea
 
 
 def _emotion_suffix(m: Manifest) -> str:
+    """The emotion prompt's suffix without a subtitle; for a bundle whose LLM reads the attribute readings, with
+    every attribute said as its first value (the length of a clip's evidence, give or take a word)."""
     from emo_edge.prompts import suffix
+    from emo_edge.runtime.pipeline import evidence_from_probs
 
-    return suffix("emotion", None, m.prompt["template"], m.prompt["instructions"])
+    template = m.prompt.get("evidence")
+    said = evidence_from_probs(m.attributes or [], np.ones(len(m.attributes or [])), np.ones(3),
+                               template) if template else ""
+    return suffix("emotion", None, m.prompt["template"], m.prompt["instructions"], said)

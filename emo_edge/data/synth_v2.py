@@ -84,6 +84,15 @@ class Attribute:
     name: str
     view: str  # "visual" or "vocal"
     phrases: dict[str, str]
+    temporal: bool = False  # it changes over the clip: one peak frame cannot show it
+
+    @property
+    def streams(self) -> tuple[str, ...]:
+        """The inputs (of image, video, audio) any of which shows the attribute: the temporal view for one that
+        changes over the clip, the peak frame or the temporal view for the other visual ones, audio for the vocal."""
+        if self.view == "vocal":
+            return ("audio",)
+        return ("video",) if self.temporal else ("image", "video")
 
     @property
     def values(self) -> list[str]:
@@ -97,8 +106,8 @@ ATTRIBUTES: tuple[Attribute, ...] = (
     Attribute("mouth", "visual", {"lopsided": "a lopsided mouth", "even": "an even mouth"}),
     Attribute("head", "visual", {"tilted": "a tilted head", "upright": "an upright head"}),
     Attribute("gaze", "visual", {"averted": "averted gaze", "direct": "direct gaze"}),
-    Attribute("blinking", "visual", {"frequent": "frequent blinking", "none": "steady eyes"}),
-    Attribute("onset", "visual", ONSET_PHRASES),
+    Attribute("blinking", "visual", {"frequent": "frequent blinking", "none": "steady eyes"}, temporal=True),
+    Attribute("onset", "visual", ONSET_PHRASES, temporal=True),
     Attribute("contour", "vocal", {"rising": "rising pitch", "falling": "falling pitch"}),
     Attribute("pause", "vocal", {"pause": "a long pause", "fluent": "fluent speech"}),
     Attribute("rate", "vocal", {"fast": "fast speech", "slow": "slow speech"}),

@@ -147,20 +147,27 @@ def reason_scores(records: list, preds: Predictions) -> dict[str, Any]:
     their own value), so a view that is not read shows as the attributes it carries.
     `reason_fluency`: the share of reasons that are grammatical English sentences naming a visual and a vocal
     cue (`emo_edge.eval.fluency`).
+    `reason_follows_head_by_attribute` (and its mean, `reason_follows_head`): per attribute, the share of clips whose
+    reason names the value the attribute head read, right or wrong: how far the reasons say what perception saw.
     """
     if not preds.reasons:
         return {"cue_recall": None, "cue_precision": None, "label_cue_recall": None, "cue_recall_by_attribute": None,
-                "reason_fluency": None, "answer_reason_consistency": None}
+                "reason_fluency": None, "answer_reason_consistency": None, "reason_follows_head": None,
+                "reason_follows_head_by_attribute": None}
     options = [r.meta.get("cue_options") for r in records]
     has_options = all(o is not None for o in options)
     label_cues = [r.meta.get("label_cues") for r in records]
     values = [r.meta.get("attributes") for r in records]
-    by_attribute = None
+    by_attribute, follows = None, None
     if all(v is not None for v in values):  # SynthEmo v2: which attributes the reasons get right
-        from emo_edge.data.synth_v2 import own_cues_by_attribute
+        from emo_edge.data.synth_v2 import ATTRIBUTES, own_cues_by_attribute
 
         own = [own_cues_by_attribute(r.label, v) for r, v in zip(records, values, strict=True)]
         by_attribute = cue_recall_by_group(preds.reasons, own)
+        if preds.attributes:  # the head's values, worded as the reasons word them
+            read = [own_cues_by_attribute(r.label, {a.name: got[j] for j, a in enumerate(ATTRIBUTES)})
+                    for r, got in zip(records, preds.attributes, strict=True)]
+            follows = cue_recall_by_group(preds.reasons, read)
     return {
         "cue_recall": mean_cue_recall(preds.reasons, [r.cues for r in records]),
         "cue_precision": mean_cue_precision(preds.reasons, [r.cues for r in records], options) if has_options else None,
@@ -169,6 +176,8 @@ def reason_scores(records: list, preds: Predictions) -> dict[str, Any]:
         "cue_recall_by_attribute": by_attribute,
         "reason_fluency": reason_fluency(preds.reasons),
         "answer_reason_consistency": answer_reason_consistency(preds.llm, preds.reasons) if preds.answers else None,
+        "reason_follows_head": float(np.mean(list(follows.values()))) if follows else None,
+        "reason_follows_head_by_attribute": follows,
     }
 
 
@@ -321,11 +330,13 @@ def evaluate_bundle(
             if answer_from == "head":
                 continue
             for j, sub in enumerate(subs):
-                tok, mask = out["tokens"][j], out["token_mask"][j]
+                tok, mask, said = out["tokens"][j], out["token_mask"][j], out["evidence"][j]
                 if answer_from == "llm":
-                    preds.answers.append(rt.answer(tok, mask, "emotion", sub, max_new_tokens=LABEL_TOKENS))
+                    preds.answers.append(rt.answer(tok, mask, "emotion", sub, max_new_tokens=LABEL_TOKENS,
+                                                   evidence=said))
                 if answer_from == "reason" or reason:
-                    preds.reasons.append(rt.answer(tok, mask, "reason", sub, max_new_tokens=REASON_TOKENS))
+                    preds.reasons.append(rt.answer(tok, mask, "reason", sub, max_new_tokens=REASON_TOKENS,
+                                                   evidence=said))
             if answer_from == "reason":
                 preds.answers = preds.reasons
 

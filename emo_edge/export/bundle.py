@@ -193,7 +193,8 @@ def _attributes(cfg: Any) -> list[AttributeInfo] | None:
         return None
     from emo_edge.data.synth_v2 import ATTRIBUTES
 
-    return [AttributeInfo(a.name, a.view, a.values, [a.phrases[v] for v in a.values]) for a in ATTRIBUTES]
+    return [AttributeInfo(a.name, a.view, a.values, [a.phrases[v] for v in a.values], list(a.streams))
+            for a in ATTRIBUTES]
 
 
 def _manifest(model: Any, profile: Any, ckpt: Path, meta: dict, perception: dict, llm: dict, tmp: Path,
@@ -214,7 +215,7 @@ def _manifest(model: Any, profile: Any, ckpt: Path, meta: dict, perception: dict
                                   _trained(meta)),
         model=ModelInfo(cfg.frontend, llm["arch"], width),
         labels=list(LABELS),
-        prompt=prompt_record(getattr(model, "chat", None)),
+        prompt=prompt_record(getattr(model, "chat", None), reads_evidence=cfg.llm.evidence),
         token_layout=TokenLayout(list(STREAMS), dataclasses.asdict(cfg.tokens),
                                  cfg.tokens.total),
         io_spec=build_io_spec(cfg, llm_width=width),

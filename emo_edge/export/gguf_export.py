@@ -667,7 +667,8 @@ def check_llm_parity(model: nn.Module, variants: Mapping[str, Mapping[str, str |
     batch = parity_batch(clips)
     with torch.no_grad():
         p = model.perception(batch.image, batch.frames, batch.mel, batch.present)
-    return llm_parity(model, variants, p["tokens"], p["token_mask"], batch.suffixes, max_new_tokens, threads)
+    suffixes = model.with_evidence(batch.suffixes, p, batch.present)  # as served: the readings opening the prompt
+    return llm_parity(model, variants, p["tokens"], p["token_mask"], suffixes, max_new_tokens, threads)
 
 
 def llm_parity(model: nn.Module, variants: Mapping[str, Mapping[str, str | Path]], mm: torch.Tensor,

@@ -1,7 +1,8 @@
 """The multimodal LM: perception tokens spliced into a LLaMA-family causal LM (frozen + LoRA).
 
 Sequence layout per sample: [BOS] [chat before] PREFIX <multimodal tokens> suffix [chat after] [answer EOS]
-(the chat parts from the tokenizer's chat template when `llm.chat_template` is set). Tokens of a
+(the chat parts from the tokenizer's chat template when `llm.chat_template` is set; with `llm.evidence` the suffix
+opens with the attribute head's readings in words, read from the same forward's perception). Tokens of a
 missing modality are masked out of attention and take no position (positions are the running
 count of attended tokens), which is what the llama.cpp runtime reproduces by not feeding them.
 """
@@ -17,7 +18,7 @@ from torch import nn
 from emo_edge.config import LLMConfig, LoRAConfig, ModelConfig
 from emo_edge.model.perception import Perception
 from emo_edge.model.tokenizer import Tokenizer
-from emo_edge.prompts import PREFIX
+from emo_edge.prompts import PREFIX, evidence_text
 
 MM_ID = -1  # placeholder id marking multimodal slots before the scatter
 IGNORE = -100  # label id ignored by the loss
@@ -87,6 +88,24 @@ class EmotionLLM(nn.Module):
         before, self._after_ids = (tok.encode(self.chat[0]), tok.encode(self.chat[1])) if self.chat else ([], [])
         self._prefix_ids = [*([tok.bos_id] if tok.bos_id is not None else []), *before, *tok.encode(PREFIX)]
 
+    # -- the attribute head's readings in words ------------------------------------------------
+    def with_evidence(self, suffixes: list[str], perception: dict[str, torch.Tensor], present: torch.Tensor,
+                      ) -> list[str]:
+        """`suffixes` opened with each clip's evidence text (`prompts.evidence_text`: the phrase of the value the
+        attribute head reads, for each attribute whose input is present) when the model reads it, else as given."""
+        if not self.cfg.llm.evidence:
+            return suffixes
+        from emo_edge.data.synth_v2 import ATTRIBUTES
+
+        first = (perception["attributes"].detach().float() > 0).cpu().numpy()  # logits: > 0 reads values[0]
+        flags = present.detach().float().cpu().numpy()
+        out = []
+        for s, row, on in zip(suffixes, first, flags, strict=True):
+            readings = [(a.phrases[a.values[0] if f else a.values[1]], a.streams)
+                        for a, f in zip(ATTRIBUTES, row, strict=True)]
+            out.append(evidence_text(readings, on) + s)
+        return out
+
     # -- sequence assembly ------------------------------------------------------------------
     def sequence_ids(self, suffix: str, answer: str | None) -> tuple[list[int], list[int]]:
         """Token ids with MM_ID slots, and the matching labels (IGNORE outside the answer)."""
@@ -135,7 +154,8 @@ class EmotionLLM(nn.Module):
         Left-padded, so every answer ends at the last position and only the last (longest answer + 1) positions
         need logits: with a 262k-token vocabulary (Gemma) the full (B, L, V) logits would dominate the step."""
         p = self.perception(batch.image, batch.frames, batch.mel, batch.present)
-        inputs = self.assemble(p["tokens"], p["token_mask"], batch.suffixes, batch.answers, left_pad=True)
+        suffixes = self.with_evidence(batch.suffixes, p, batch.present)
+        inputs = self.assemble(p["tokens"], p["token_mask"], suffixes, batch.answers, left_pad=True)
         labels = inputs.pop("labels")
         keep = int((labels != IGNORE).sum(dim=1).max()) + 1
         logits = self.llm(**inputs, logits_to_keep=keep).logits[:, :-1]  # (B, keep - 1, V)
@@ -152,7 +172,8 @@ class EmotionLLM(nn.Module):
         from transformers import DynamicCache
 
         p = perception or self.perception(batch.image, batch.frames, batch.mel, batch.present)
-        inputs = self.assemble(p["tokens"], p["token_mask"], batch.suffixes, None, left_pad=True)
+        suffixes = self.with_evidence(batch.suffixes, p, batch.present)
+        inputs = self.assemble(p["tokens"], p["token_mask"], suffixes, None, left_pad=True)
         inputs.pop("labels")
         mask, pos = inputs["attention_mask"], inputs["position_ids"]
         cache = DynamicCache()

@@ -58,6 +58,16 @@ class AttributeInfo:
     view: str  # visual | vocal
     values: list[str]  # two
     phrases: list[str]
+    # the inputs (image, video, audio) any of which shows it; None (older bundles): image or video for a visual
+    # attribute, audio for a vocal one
+    streams: list[str] | None = None
+
+    @property
+    def shown_by(self) -> list[str]:
+        """`streams`, or for an older bundle what its `view` implies."""
+        if self.streams is not None:
+            return self.streams
+        return ["audio"] if self.view == "vocal" else ["image", "video"]
 
 
 @dataclass
@@ -144,7 +154,7 @@ class Manifest:
     checkpoint: CheckpointInfo
     model: ModelInfo
     labels: list[str]
-    prompt: dict[str, Any]  # template, placeholder, prefix, instructions (`emo_edge.prompts.prompt_record`)
+    prompt: dict[str, Any]  # template, placeholder, prefix, instructions [, chat, evidence] (`prompts.prompt_record`)
     token_layout: TokenLayout
     io_spec: IOSpec
     perception: dict[str, PerceptionEntry]

@@ -232,6 +232,7 @@ class SlowJob:
     reasoning: str | None = None  # the finished reasoning, likewise
     subtitle: str | None = None  # the transcript its prompts took (set when the job starts)
     started: bool = False
+    evidence: str = ""  # the attribute readings in words, for a bundle whose LLM reads them (perceive's `evidence`)
 
 
 @dataclass
@@ -470,7 +471,7 @@ class StreamRuntime:
         self.fast_path = "starting"  # running | no new input | paused: no input (for diagnostics)
         self._last_slow = clock()
         self._last_head: EmotionUpdate | None = None
-        self._last_tokens: tuple[np.ndarray, np.ndarray] | None = None
+        self._last_tokens: tuple[np.ndarray, np.ndarray, str] | None = None  # tokens, mask, evidence text
         self.latency = {k: LatencyStats(self.cfg.latency_window) for k in LATENCY_KINDS}
         self.rates = {k: RateMeter() for k in ("frames", "audio", "head", "llm")}
         self.faults: Counter[str] = Counter()
@@ -749,7 +750,8 @@ class StreamRuntime:
             utterance_id=utterance_id, voice_active=self.tracker.active, present=present, status=status,
             speech_end=speech_end, attributes=[r[0] for r in readings], attribute_values=[r[1] for r in readings],
             attribute_scores=[r[2] for r in readings])
-        self._last_head, self._last_tokens = update, (out["tokens"][0], out["token_mask"][0])
+        self._last_head = update
+        self._last_tokens = out["tokens"][0], out["token_mask"][0], out.get("evidence", [""])[0]
         if utterance_id and status == "final":
             self.latency["speech_label"].add((done - speech_end) * 1000.0)
         self._emit_state(update, done)
@@ -769,10 +771,10 @@ class StreamRuntime:
     def _submit(self, utterance_id: int, head: EmotionUpdate) -> None:
         if self.slow is None or self._last_tokens is None:
             return
-        tokens, mask = self._last_tokens
+        tokens, mask, evidence = self._last_tokens
         self._last_slow = self.clock()
         job = SlowJob(utterance_id, tokens, mask, head.window_start, head.window_end, head.valence, head.arousal,
-                      head.present, status=head.status, speech_end=head.speech_end)
+                      head.present, status=head.status, speech_end=head.speech_end, evidence=evidence)
         if head.status == "provisional" and utterance_id in self._open:
             self._open[utterance_id].job = job
         self.slow.submit(job)
@@ -802,7 +804,7 @@ class StreamRuntime:
         job.subtitle, job.started = subtitle, True
         if not self.cfg.reason:
             answer = self.rt.answer(job.tokens, job.token_mask, "emotion", subtitle, max_new_tokens=LABEL_TOKENS,
-                                    gate=lambda: self._llm_gate(job))
+                                    gate=lambda: self._llm_gate(job), evidence=job.evidence)
             with self._answer_lock:
                 if not job.cancel.is_set():
                     self._emit_label(job, parse_label(answer, self.labels), start, subtitle)
@@ -848,7 +850,7 @@ class StreamRuntime:
 
         final = self.rt.answer(job.tokens, job.token_mask, "reason", subtitle,
                                max_new_tokens=self.cfg.max_reason_tokens, on_token=on_token,
-                               gate=lambda: self._llm_gate(job))
+                               gate=lambda: self._llm_gate(job), evidence=job.evidence)
         if not job.cancel.is_set():
             return final
         self.counts["llm_cancelled_mid_reasoning"] += 1

@@ -59,7 +59,7 @@ def attribute_targets(records: list[Record]) -> np.ndarray:
 # the view an attribute is seen in: its target counts only where that stream is present
 ATTRIBUTE_STREAM = np.array([1 if a.view == "visual" else 2 for a in ATTRIBUTES])  # index into FUSED
 # attributes that change over the clip: one peak frame cannot show them
-TEMPORAL_ATTRIBUTES = ("blinking", "onset")
+TEMPORAL_ATTRIBUTES = tuple(a.name for a in ATTRIBUTES if a.temporal)
 # (streams in FUSED order, attributes): 1 where that encoder's own attribute probe is asked for the attribute,
 # what its view adds: the peak frame the visual ones one frame shows, the temporal view the ones that change over
 # the clip, audio the vocal ones. (Asking the temporal view for all six kept it at chance for 1200 steps.)

@@ -42,7 +42,7 @@ from emo_edge.model.inputs import to_batch
 from emo_edge.model.mllm import EmotionLLM, add_lora, build_llm, load_llm
 from emo_edge.model.perception import FUSED
 from emo_edge.model.tokenizer import Tokenizer, train_sentencepiece
-from emo_edge.prompts import text_only
+from emo_edge.prompts import evidence_text, text_only
 from emo_edge.train.data import (
     PROBE_ATTRIBUTES,
     STAGE_TASKS,
@@ -266,15 +266,30 @@ def resume_position(layout: dict[str, Any], data_state: dict | None, start_step:
 # ---------------------------------------------------------------------------------------------
 
 
-def corpus_lines(records: list[Record]) -> list[str]:
-    """Every task's answer in the prompt format, with and without the subtitle, plus the subtitles."""
+def corpus_lines(records: list[Record], evidence: bool = False) -> list[str]:
+    """Every task's answer in the prompt format, with and without the subtitle, plus the subtitles. With
+    `evidence` (a model whose prompt says the attribute head's readings), a record with SynthEmo v2 attributes
+    gives each task a third line, opened with its true attributes in words (`prompts.evidence_text`), so the
+    pretrained LM already names in its answers the attributes its prompt says."""
     lines = []
     for r in records:
         lines.append(r.subtitle)
+        said = true_evidence(r) if evidence else ""
         for task, answer in r.targets.items():
             lines.append(text_only(task, r.subtitle, answer))
             lines.append(text_only(task, None, answer))
+            if said:
+                lines.append(text_only(task, r.subtitle, answer, evidence=said))
     return lines
+
+
+def true_evidence(r: Record) -> str:
+    """A v2 record's own attribute values as the evidence text of a clip with every input present ("" for a record
+    without attributes)."""
+    values = (r.meta or {}).get("attributes")
+    if not values:
+        return ""
+    return evidence_text([(a.phrases[values[a.name]], a.streams) for a in ATTRIBUTES], (1, 1, 1))
 
 
 VAL_LM_LINES = 256  # stage 0's validation: the LM loss over the first lines of the val split's corpus
@@ -285,7 +300,7 @@ def stage0_run(cfg: ModelConfig, tc: TrainConfig, data: TrainData, out: Path, d:
     on it (one optimizer, `lm_steps`, `lm_lr`); it checkpoints `out/llm` with the train state. Resuming, the
     tokenizer and the LLM saved so far are loaded instead of made."""
     llm_out = out / ck.LLM_DIR
-    lines = corpus_lines(data.records("train"))
+    lines = corpus_lines(data.records("train"), cfg.llm.evidence)
     if d.main and not resuming:
         train_sentencepiece(lines, llm_out, cfg.llm.vocab_size)
     barrier(d)
@@ -306,7 +321,8 @@ def stage0_run(cfg: ModelConfig, tc: TrainConfig, data: TrainData, out: Path, d:
             llm.save_pretrained(str(llm_out))
             torch.save(state, out / STATE_FILE)
 
-    val = encode(corpus_lines(data.records("val"))[:VAL_LM_LINES]) if d.main and data.has_split("val") else None
+    val_lines = corpus_lines(data.records("val"), cfg.llm.evidence) if d.main and data.has_split("val") else None
+    val = encode(val_lines[:VAL_LM_LINES]) if val_lines else None
     return StageRun(
         stage=0, total=tc.lm_steps, phase=lambda step: Phase(optimizer_for([(params, tc.lm_lr)], tc), params, 0,
                                                              tc.lm_steps),
