@@ -259,3 +259,21 @@ def test_stage_0_reads_each_v2_records_own_attributes_before_its_answers():
     assert said_lines[1].endswith(targets["reason"])
     assert not any("Perceived:" in line for line in corpus_lines([v2]) + corpus_lines([v1], evidence=True))
     assert len(corpus_lines([v2])) == len(corpus_lines([v2], evidence=True)) - len(targets)
+
+
+def test_the_bench_leaves_room_for_the_longest_evidence():
+    """The bench's llama.cpp context holds its budget sweep's prompts: for an evidence bundle that is the budget
+    plus the text, which the longest evidence (every attribute by its longer phrase) lengthens."""
+    from emo_edge.bench.runner import _longest_evidence
+    from emo_edge.export.bundle import _attributes
+    from emo_edge.runtime.pipeline import evidence_from_probs
+
+    infos = _attributes(evidence_cfg())
+    m = SimpleNamespace(prompt=prompt_record(reads_evidence=True), attributes=infos)
+    longest = _longest_evidence(m)
+    assert said(longest) == [max(a.phrases, key=len) for a in infos]
+    g = np.random.default_rng(0)
+    for _ in range(20):  # no clip's evidence is longer
+        probs, on = g.random(A), g.integers(0, 2, 3).astype(np.float32)
+        assert len(evidence_from_probs(infos, probs, on, EVIDENCE)) <= len(longest)
+    assert _longest_evidence(SimpleNamespace(prompt=prompt_record(), attributes=infos)) == ""

@@ -171,7 +171,7 @@ def _open_llm(job: Job) -> tuple[Any, Any]:
     prec = m.perception_entry
     p = OrtBackend(job.bundle, m, BackendSpec("perception", f"ort-cpu-{prec}", "onnxruntime", prec,
                                               "CPUExecutionProvider"), threads)
-    n_ctx = max(m.target.llm.n_ctx, max(job.budgets.values(), default=0) + 64)
+    n_ctx = max(m.target.llm.n_ctx, max(job.budgets.values(), default=0) + 64 + len(_longest_evidence(m)))
     from emo_edge.runtime.bundle import llm_adapter
 
     lora = llm_adapter(job.bundle, m)
@@ -467,6 +467,15 @@ def _roofline(cfg: BenchConfig, m: Manifest, backends: list[dict[str, Any]], pea
     out["prompt_tokens"] = prompt
     out["stages"] = analysis.roofline_rows(backends, costs, peaks)
     return out
+
+
+def _longest_evidence(m: Manifest) -> str:
+    """The longest evidence text the bundle's LLM can be given (every attribute said, each by its longer phrase; ""
+    when it reads none): its length in characters bounds its tokens, room the budget sweep's prompts need."""
+    template = m.prompt.get("evidence")
+    if not template:
+        return ""
+    return template.format(cues=", ".join(max(a.phrases, key=len) for a in m.attributes or []))
 
 
 def _emotion_suffix(m: Manifest) -> str:
