@@ -36,7 +36,7 @@ PRESENT_ORDER = ("image", "video", "audio")  # the columns of a `present` row
 
 
 def evidence_text(readings: Sequence[tuple[str, Sequence[str]]], present: Sequence[float],
-             template: str = EVIDENCE) -> str:
+                  template: str = EVIDENCE) -> str:
     """The evidence text of one clip: `readings` gives, per attribute in the head's order, the phrase of the value
     it reads and the inputs (of `PRESENT_ORDER`) any of which shows the attribute; `present` is the clip's row of
     present flags. An attribute none of whose inputs is present is left out (the head cannot have seen it), and a
