@@ -240,8 +240,8 @@ def test_training_and_generation_prompts_open_with_the_same_forwards_readings(ti
 
 
 def test_stage_0_reads_each_v2_records_own_attributes_before_its_answers():
-    """Stage 0 of an evidence model pretrains on a third line per task, opened with the record's true attributes
-    in words; a record without attributes (v1, real data) and a model without evidence get none."""
+    """Stage 0 of an evidence model pretrains on a line per task opened with the record's true attributes in words,
+    next to its subtitle; a record without attributes (v1, real data) and a model without evidence get none."""
     from emo_edge.data.schema import Record
     from emo_edge.train.loop import corpus_lines
 
@@ -249,16 +249,62 @@ def test_stage_0_reads_each_v2_records_own_attributes_before_its_answers():
     values = {a.name: str(rng.choice(a.values)) for a in ATTRIBUTES}
     targets = {"emotion": "happy", "reason": "The face shows a smile. The answer is happy."}
     v2 = Record(id="a", dataset="SynthEmo", video="v.mp4", audio="a.wav", subtitle="Hi.", label="happy",
-                targets=targets, cues=[], split="train", meta={"attributes": values})
+                targets=targets, cues=[], split="train", meta={"attributes": values, "mouth_style": "line"})
     v1 = Record(id="b", dataset="SynthEmo", video="v.mp4", audio="a.wav", subtitle="Hi.", label="happy",
                 targets=targets, cues=[], split="train", meta={})
-    said_lines = [line for line in corpus_lines([v2], evidence=True) if "Perceived:" in line]
-    assert len(said_lines) == len(targets)
-    assert said(said_lines[1].split(" Subtitle:")[0].removeprefix("Clip:")) == [
+    true_lines = [line for line in corpus_lines([v2], evidence=True) if "Perceived:" in line and "Subtitle:" in line]
+    assert len(true_lines) == len(targets)
+    assert said(true_lines[1].split(" Subtitle:")[0].removeprefix("Clip:")) == [
         a.phrases[values[a.name]] for a in ATTRIBUTES]
-    assert said_lines[1].endswith(targets["reason"])
+    assert true_lines[1].endswith(targets["reason"])
     assert not any("Perceived:" in line for line in corpus_lines([v2]) + corpus_lines([v1], evidence=True))
-    assert len(corpus_lines([v2])) == len(corpus_lines([v2], evidence=True)) - len(targets)
+
+
+def v2_record(i: int, label: str):
+    """A SynthEmo v2 record's text (no media) with its targets written as the generator writes them."""
+    from emo_edge.data import synth_v2 as v2
+    from emo_edge.data.schema import Record
+
+    rng = np.random.default_rng(i)
+    values = v2.sample_attributes(rng, label)
+    t = v2.write_targets(label, values, {"mouth_style": "line", "intensity": 0.5}, ("Hi.", "matching", None), rng)
+    return Record(id=f"r{i}", dataset="SynthEmo", video="v.mp4", audio="a.wav", subtitle="Hi.", label=label,
+                  targets=t["targets"], cues=t["cues"], split="train",
+                  meta={"attributes": values, "mouth_style": "line"})
+
+
+@pytest.mark.parametrize("label", ["surprise", "worried", "happy"])
+def test_stage_0s_counterfactual_lines_answer_what_their_words_say(label):
+    """Each v2 record also gives, without its subtitle, the emotion, reason and think lines of a clip whose every
+    attribute is redrawn: the reason names exactly the words' values (it is the generator's reason for them), and
+    for worried / surprise the words' onset decides the label, so both labels follow from one record's face.
+    Mutated: the counterfactual keeping the record's label (surprise / worried fail), the lines saying the record's
+    own values instead of the drawn ones (all three fail)."""
+    from emo_edge.data import synth_v2 as v2
+    from emo_edge.train.loop import corpus_lines
+
+    value_of = {(a.name, p): v for a in ATTRIBUTES for v, p in a.phrases.items()}
+    by_phrase = {p: a.name for a in ATTRIBUTES for p in a.phrases.values()}
+    labels, differs = set(), 0
+    for i in range(24):
+        rec = v2_record(i, label)
+        lines = [line for line in corpus_lines([rec], evidence=True) if "Perceived:" in line]
+        cf = [line for line in lines if "Subtitle:" not in line]
+        assert len(cf) == len(v2.COUNTERFACTUAL_TASKS)
+        words = said(cf[0].split(" Task:")[0].removeprefix("Clip:"))
+        drawn = {by_phrase[p]: value_of[(by_phrase[p], p)] for p in words}
+        answers = {line.split(" Task: ")[1].split(" Answer: ")[0]: line.split(" Answer: ", 1)[1] for line in cf}
+        emotion = answers[next(k for k in answers if "one word" in k)]
+        pair = {o: lab for lab, o in v2.TEMPORAL_PAIR.items()}
+        want = pair[drawn["onset"]] if label in v2.TEMPORAL_PAIR else label
+        assert emotion == want
+        reason = next(a for a in answers.values() if a.startswith("The face"))
+        assert reason == v2.write_targets(want, drawn, {"mouth_style": "line", "intensity": 0.5},
+                                          ("", "neutral", None), np.random.default_rng(0))["targets"]["reason"]
+        labels.add(emotion)
+        differs += drawn != rec.meta["attributes"]
+    assert differs >= 20
+    assert labels == ({"worried", "surprise"} if label in v2.TEMPORAL_PAIR else {label})
 
 
 def test_the_bench_leaves_room_for_the_longest_evidence():

@@ -350,34 +350,69 @@ _REASON = ("The face shows {v}, which fit {vl}, with {va}. The voice has {a}, wh
            "{onset}{sub}The answer is {label}.")
 
 
-def write_targets(label: str, attrs: dict[str, str], vmeta: dict, sub: tuple, rng: np.random.Generator) -> dict:
-    """Targets, the clip's own cues, every option and the label cues, from the drawn values."""
+def visual_cues(label: str, mouth_style: str) -> list[str]:
+    """The label family's visual cues, with the frown family's mouth style."""
+    vfam = VISUAL_FAMILY[label]
+    return list(txt.VISUAL_CUES[vfam]) + ([txt.FROWN_MOUTH_CUES[mouth_style]] if vfam == "frown" else [])
+
+
+def reason_target(label: str, attrs: dict[str, str], mouth_style: str, note: str = "") -> str:
+    """The reason: the label family's cues, the clip's own attribute phrases, for worried / surprise the onset
+    sentence that decides the pair, the subtitle's `note`, then the label."""
     vfam, afam = VISUAL_FAMILY[label], AUDIO_FAMILY[label]
-    vcues = list(txt.VISUAL_CUES[vfam]) + ([txt.FROWN_MOUTH_CUES[vmeta["mouth_style"]]] if vfam == "frown" else [])
-    acues = list(AUDIO_CUES[afam])
-    own, options = attribute_cues(label, attrs)
     va = [ATTRIBUTE[k].phrases[attrs[k]] for k in ("intensity", "mouth", "head", "gaze", "blinking")]
     if label not in TEMPORAL_PAIR:
         va.append(ONSET_PHRASES[attrs["onset"]])
     aa = [ATTRIBUTE[k].phrases[attrs[k]] for k in ("contour", "pause", "rate", "loudness")]
     vl, al = txt.family_labels(vfam, VISUAL_FAMILY), txt.family_labels(afam, AUDIO_FAMILY)
     onset = f"{ONSET_PHRASES[attrs['onset']].capitalize()} points to {label}. " if label in TEMPORAL_PAIR else ""
+    return _REASON.format(v=txt.join(visual_cues(label, mouth_style)), vl=vl, va=txt.join(va),
+                          a=txt.join(AUDIO_CUES[afam]), al=al, aa=txt.join(aa), onset=onset, sub=note, label=label)
+
+
+def think_target(reason: str, label: str) -> str:
+    """The think task's target: the reason up to its conclusion, then the label."""
+    return f"<think>{reason[: reason.rindex('The answer is')].strip()}</think><answer>{label}</answer>"
+
+
+def write_targets(label: str, attrs: dict[str, str], vmeta: dict, sub: tuple, rng: np.random.Generator) -> dict:
+    """Targets, the clip's own cues, every option and the label cues, from the drawn values."""
+    vcues = visual_cues(label, vmeta["mouth_style"])
+    acues = list(AUDIO_CUES[AUDIO_FAMILY[label]])
+    own, options = attribute_cues(label, attrs)
+    va = [ATTRIBUTE[k].phrases[attrs[k]] for k in ("intensity", "mouth", "head", "gaze", "blinking")]
+    aa = [ATTRIBUTE[k].phrases[attrs[k]] for k in ("contour", "pause", "rate", "loudness")]
     _, kind, other = sub
-    note = txt._SUBTITLE_NOTES.get(kind, "").format(other=other)
-    reason = _REASON.format(v=txt.join(vcues), vl=vl, va=txt.join(va), a=txt.join(acues), al=al, aa=txt.join(aa),
-                            onset=onset, sub=note, label=label)
+    reason = reason_target(label, attrs, vmeta["mouth_style"], txt._SUBTITLE_NOTES.get(kind, "").format(other=other))
     label_cues = vcues + acues + ([ONSET_PHRASES[attrs["onset"]]] if label in TEMPORAL_PAIR else [])
     targets = {
         "emotion": label,
         "image": txt.image_target(rng, vcues + va[1:5], vmeta["intensity"], False),
         "audio": txt.audio_target(rng, acues + aa),
         "reason": reason,
-        "think": f"<think>{reason[: reason.rindex('The answer is')].strip()}</think><answer>{label}</answer>",
+        "think": think_target(reason, label),
     }
     subtitle_cue = [txt.SUBTITLE_CUES[kind]] if kind in txt.SUBTITLE_CUES else []
     return {"targets": targets, "cues": [txt.phrase(c) for c in own],
             "cue_options": [txt.phrase(c) for c in options],
             "label_cues": [txt.phrase(c) for c in label_cues + subtitle_cue]}
+
+
+COUNTERFACTUAL_TASKS = ("emotion", "reason", "think")  # the tasks whose answer the attributes decide or name
+
+
+def counterfactual(label: str, mouth_style: str, rng: np.random.Generator) -> tuple[str, dict[str, str], dict]:
+    """A clip of the same face and voice family with every attribute redrawn uniformly, the onset of worried /
+    surprise included (the label is then the pair's one with that onset): its label, its values and the targets
+    of `COUNTERFACTUAL_TASKS`, the reason with no subtitle note (such a clip is described without a subtitle).
+
+    Nothing but the attribute words of a prompt can tell these values, so a language model trained on prompts
+    that say them learns to take its reason's attributes, and the temporal pair's label, from those words."""
+    values = {a.name: str(rng.choice(sorted(a.phrases))) for a in ATTRIBUTES}
+    if label in TEMPORAL_PAIR:
+        label = {onset: lab for lab, onset in TEMPORAL_PAIR.items()}[values["onset"]]
+    reason = reason_target(label, values, mouth_style)
+    return label, values, {"emotion": label, "reason": reason, "think": think_target(reason, label)}
 
 
 def choose_subtitle(rng: np.random.Generator, label: str, neutral_text: bool) -> tuple[str, str, str | None]:

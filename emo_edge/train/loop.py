@@ -20,6 +20,7 @@ import json
 import math
 import os
 import time
+import zlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -36,7 +37,7 @@ from emo_edge.config import ModelConfig, Preset, TrainConfig, load_preset, save_
 from emo_edge.data import synth_text
 from emo_edge.data.features import FeatureSet
 from emo_edge.data.schema import Record
-from emo_edge.data.synth_v2 import ATTRIBUTES
+from emo_edge.data.synth_v2 import ATTRIBUTES, COUNTERFACTUAL_TASKS, counterfactual
 from emo_edge.labels import LABELS, parse_label
 from emo_edge.model.inputs import to_batch
 from emo_edge.model.mllm import EmotionLLM, add_lora, build_llm, load_llm
@@ -267,28 +268,34 @@ def resume_position(layout: dict[str, Any], data_state: dict | None, start_step:
 
 
 def corpus_lines(records: list[Record], evidence: bool = False) -> list[str]:
-    """Every task's answer in the prompt format, with and without the subtitle, plus the subtitles. With
-    `evidence` (a model whose prompt says the attribute head's readings), a record with SynthEmo v2 attributes
-    gives each task a third line, opened with its true attributes in words (`prompts.evidence_text`), so the
-    pretrained LM already names in its answers the attributes its prompt says."""
+    """Every task's answer in the prompt format, with and without the subtitle, plus the subtitles.
+
+    With `evidence` (a model whose prompt says the attribute head's readings), a record with SynthEmo v2
+    attributes adds, for each task, a line opened with its true attributes in words (`prompts.evidence_text`), and
+    for the tasks the attributes decide, a line of its counterfactual (`synth_v2.counterfactual`: every attribute
+    redrawn, the temporal pair's label following the drawn onset, no subtitle). In the true lines the subtitle and
+    the label cues tell the onset as well as the words do; only in the counterfactual ones do the words alone tell
+    it, so the pretrained LM learns to name what its prompt says rather than what the rest of the line implies."""
     lines = []
     for r in records:
         lines.append(r.subtitle)
-        said = true_evidence(r) if evidence else ""
+        values = (r.meta or {}).get("attributes") if evidence else None
+        said = said_attributes(values) if values else ""
         for task, answer in r.targets.items():
             lines.append(text_only(task, r.subtitle, answer))
             lines.append(text_only(task, None, answer))
             if said:
                 lines.append(text_only(task, r.subtitle, answer, evidence=said))
+        if values:
+            rng = np.random.default_rng(zlib.crc32(r.id.encode()))
+            _, drawn, targets = counterfactual(r.label, r.meta.get("mouth_style", ""), rng)
+            lines += [text_only(task, None, targets[task], evidence=said_attributes(drawn))
+                      for task in COUNTERFACTUAL_TASKS if task in r.targets]
     return lines
 
 
-def true_evidence(r: Record) -> str:
-    """A v2 record's own attribute values as the evidence text of a clip with every input present ("" for a record
-    without attributes)."""
-    values = (r.meta or {}).get("attributes")
-    if not values:
-        return ""
+def said_attributes(values: dict[str, str]) -> str:
+    """The evidence text saying these SynthEmo v2 attribute values, for a clip with every input present."""
     return evidence_text([(a.phrases[values[a.name]], a.streams) for a in ATTRIBUTES], (1, 1, 1))
 
 
