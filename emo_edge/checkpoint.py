@@ -18,6 +18,7 @@ import importlib
 import json
 import os
 import shutil
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -230,11 +231,19 @@ def init_checkpoint(preset: str | Path, out: str | Path, random_weights: bool = 
     if out.exists():
         raise ValueError(f"{out} exists; choose a new checkpoint directory")
     src = None if cfg.llm.path else resolve(llm_from)
+    dropped_evidence = False
     if src is not None:
         from emo_edge.config import load_model_config
 
         src_cfg = load_model_config(src / CONFIG_FILE)
         cfg.llm, cfg.lora = src_cfg.llm, src_cfg.lora  # the LLM (and its trained vocabulary) is the source's
+        if cfg.llm.evidence and not cfg.head.attributes:
+            # the source's LLM was trained with the attribute head's readings in its prompt; this perception has no
+            # such head, so its prompts go without them (about 60 tokens shorter than the source's)
+            cfg.llm.evidence, dropped_evidence = False, True
+            warnings.warn(f"{src}'s LLM reads the attribute head's readings in words (llm.evidence), but {preset} has "
+                          "no attribute head (head.attributes: 0): this checkpoint prompts it without them, so its "
+                          "prompts are shorter than the source's", UserWarning, stacklevel=2)
         base = llm_dir(src, cfg.llm.path)  # its own llm/ (stage 0), or the backbone its llm.path names
         check_source(src, base)
     else:
@@ -251,6 +260,8 @@ def init_checkpoint(preset: str | Path, out: str | Path, random_weights: bool = 
             shutil.copytree(src / LORA_DIR, out / LORA_DIR)
     meta = {"preset": str(preset), "seed": seed, META_RANDOM: True, "random_towers": random_towers(cfg),
             "llm_from": str(src) if src is not None else cfg.llm.path, "stages_run": []}
+    if dropped_evidence:
+        meta["llm_evidence_dropped"] = True  # the LLM was trained with the readings in words; prompted without
     record = source_record(base)
     if record is not None:
         meta[META_LLM_SOURCE] = record

@@ -93,8 +93,9 @@ def base_ckpt(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from emo_edge.checkpoint import init_checkpoint
 
     work = tmp_path_factory.mktemp("edge-base")
-    return init_checkpoint(write_preset(reduced("edge-base"), work / "edge-base-d1.yaml"), work / "ckpt",
-                           random_weights=True)
+    with pytest.warns(UserWarning, match="prompts it without them"):  # edge-base has no attribute head
+        return init_checkpoint(write_preset(reduced("edge-base"), work / "edge-base-d1.yaml"), work / "ckpt",
+                               random_weights=True)
 
 
 @pytest.fixture(scope="module")
@@ -118,6 +119,19 @@ def test_init_records_random_weights_and_the_bundle_manifest_carries_it(base_ckp
                                      "audio_encoder (arch whisper)"]
     assert _trained(meta) == {"preset": meta["preset"], "seed": 0, "random_weights": True}
     assert _trained({"preset": "edge-small", "seed": 0}) == {"preset": "edge-small", "seed": 0}
+
+
+def test_init_without_an_attribute_head_prompts_an_evidence_llm_without_the_readings(base_ckpt):
+    """The default's LLM reads the attribute head's readings (llm.evidence); edge-base has no attribute head, so its
+    checkpoint turns the words off and says so in meta.json, rather than a config that cannot load. Mutated (the
+    flag kept), the fixture fails: ModelConfig refuses evidence without a head."""
+    from emo_edge.checkpoint import DEFAULT_CHECKPOINT, read_meta
+    from emo_edge.config import load_model_config
+
+    assert load_model_config(DEFAULT_CHECKPOINT / "config.yaml").llm.evidence
+    cfg = load_model_config(base_ckpt / "config.yaml")
+    assert cfg.head.attributes == 0 and not cfg.llm.evidence
+    assert read_meta(base_ckpt)["llm_evidence_dropped"] is True
 
 
 def test_edge_base_exports_with_parity_and_onnx_runtime_fuses_its_norms(base_export):
