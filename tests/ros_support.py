@@ -111,8 +111,11 @@ class Msg(dict):
         return Msg(v) if isinstance(v, dict) else v
 
 
-def read_mcap(path: Path, env: dict[str, str]) -> dict[str, list]:
-    """topic -> [(log time s, message)], decoded by a process with the ROS environment."""
+def read_mcap(path: Path, env: dict[str, str], recorder_log: Path | None = None) -> dict[str, list]:
+    """topic -> [(log time s, message)], decoded by a process with the ROS environment; a file that cannot be read
+    fails with the recorder's log (`recorder_log`) beside the reader's error."""
     res = subprocess.run([sys.executable, "-c", DUMP, str(path)], env=env, capture_output=True, text=True, timeout=120)
-    assert res.returncode == 0, res.stderr[-3000:]
+    log = recorder_log.read_text()[-2000:] if recorder_log is not None and recorder_log.is_file() else "(no log)"
+    assert res.returncode == 0, (f"{path} ({path.stat().st_size if path.is_file() else 'missing'} bytes) could not "
+                                 f"be read: {res.stderr[-2000:]}\nrecorder log: {log}")
     return {k: [(t, Msg(m)) for t, m in v] for k, v in json.loads(res.stdout).items()}

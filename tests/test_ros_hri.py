@@ -60,7 +60,8 @@ def hri_run(default_bundle, tmp_path_factory) -> dict:
     out, log = run_publisher([str(ROOT / "tests" / "ros_hri_publisher.py"), str(tmp / "test.jsonl"), str(N_CLIPS),
                               "--transcribed", "0"], env, node, rec, tmp / "node.log",
                              settle_s=8)  # the last utterance's hangover, then its LLM answer
-    return {"topics": read_mcap(tmp / "out.mcap", env), "schedule": json.loads(out.splitlines()[-1]), "log": log}
+    return {"topics": read_mcap(tmp / "out.mcap", env, tmp / "recorder.log"),
+            "schedule": json.loads(out.splitlines()[-1]), "log": log}
 
 
 def _utterance_states(run: dict, source: int) -> list:
@@ -135,7 +136,8 @@ def test_unstamped_audio_data_and_live_speech(default_bundle, tmp_path):
     generate(tmp_path, 1, seed=4, split="test", workers=1, progress=False, version=1)  # one utterance (hri_run)
     env = ros_environment(test_interfaces=True)
     rec = subprocess.Popen([sys.executable, "-m", "emo_edge_ros.recorder", "--out", str(tmp_path / "out.mcap"),
-                            "--topics", TOPICS[0]], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
+                            "--topics", TOPICS[0]], env=env, stdout=(tmp_path / "recorder.log").open("w"),
+                           stderr=subprocess.STDOUT)
     node = _node(default_bundle, env, tmp_path / "node.log", fast_hz=1.0, audio_type="audio_data",
                  transcript_type="live_speech", reason="false")
     try:
@@ -147,8 +149,11 @@ def test_unstamped_audio_data_and_live_speech(default_bundle, tmp_path):
         time.sleep(6)  # the utterance's hangover, then its LLM label
     finally:
         interrupt(node)
-        interrupt(rec)
-    run = {"topics": read_mcap(tmp_path / "out.mcap", env), "schedule": json.loads(pub.stdout.splitlines()[-1])}
+        code = interrupt(rec)
+    with (tmp_path / "recorder.log").open("a") as f:
+        f.write(f"\n(exit code {code})\n")
+    run = {"topics": read_mcap(tmp_path / "out.mcap", env, tmp_path / "recorder.log"),
+           "schedule": json.loads(pub.stdout.splitlines()[-1])}
     [head] = _utterance_states(run, 0)
     assert head is not None and head.audio_present and head.video_present
     clip = run["schedule"][0]
