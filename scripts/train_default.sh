@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Reproduce the shipped default model (emo_edge/default/): generate the standard SynthEmo v2 splits
 # (seed 0), train the edge-small preset (seed 0) through stages 0, 1, 2 and copy the checkpoint into the
-# package; `bash scripts/measure_default.sh` then measures it. About 100 minutes on 2 CPU cores (the shipped
-# run 9 was trained in two parts from run 7's warm-up: emo_edge/default/meta.json, `provenance`).
+# package; `bash scripts/measure_default.sh` then measures it. About 100 minutes on 2 CPU cores: the shipped
+# run 9 was trained in two parts, its stages (61 min) from run 7's encoder warm-up (38 min);
+# emo_edge/default/meta.json, `provenance`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . .venv/bin/activate
