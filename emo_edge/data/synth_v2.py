@@ -356,14 +356,23 @@ def visual_cues(label: str, mouth_style: str) -> list[str]:
     return list(txt.VISUAL_CUES[vfam]) + ([txt.FROWN_MOUTH_CUES[mouth_style]] if vfam == "frown" else [])
 
 
+def face_phrases(attrs: dict[str, str]) -> list[str]:
+    """The phrases of the face's static attributes and blinking, in the order the targets name them."""
+    return [ATTRIBUTE[k].phrases[attrs[k]] for k in ("intensity", "mouth", "head", "gaze", "blinking")]
+
+
+def voice_phrases(attrs: dict[str, str]) -> list[str]:
+    """The phrases of the vocal attributes, in the order the targets name them."""
+    return [ATTRIBUTE[k].phrases[attrs[k]] for k in ("contour", "pause", "rate", "loudness")]
+
+
 def reason_target(label: str, attrs: dict[str, str], mouth_style: str, note: str = "") -> str:
     """The reason: the label family's cues, the clip's own attribute phrases, for worried / surprise the onset
     sentence that decides the pair, the subtitle's `note`, then the label."""
     vfam, afam = VISUAL_FAMILY[label], AUDIO_FAMILY[label]
-    va = [ATTRIBUTE[k].phrases[attrs[k]] for k in ("intensity", "mouth", "head", "gaze", "blinking")]
+    va, aa = face_phrases(attrs), voice_phrases(attrs)
     if label not in TEMPORAL_PAIR:
         va.append(ONSET_PHRASES[attrs["onset"]])
-    aa = [ATTRIBUTE[k].phrases[attrs[k]] for k in ("contour", "pause", "rate", "loudness")]
     vl, al = txt.family_labels(vfam, VISUAL_FAMILY), txt.family_labels(afam, AUDIO_FAMILY)
     onset = f"{ONSET_PHRASES[attrs['onset']].capitalize()} points to {label}. " if label in TEMPORAL_PAIR else ""
     return _REASON.format(v=txt.join(visual_cues(label, mouth_style)), vl=vl, va=txt.join(va),
@@ -380,8 +389,7 @@ def write_targets(label: str, attrs: dict[str, str], vmeta: dict, sub: tuple, rn
     vcues = visual_cues(label, vmeta["mouth_style"])
     acues = list(AUDIO_CUES[AUDIO_FAMILY[label]])
     own, options = attribute_cues(label, attrs)
-    va = [ATTRIBUTE[k].phrases[attrs[k]] for k in ("intensity", "mouth", "head", "gaze", "blinking")]
-    aa = [ATTRIBUTE[k].phrases[attrs[k]] for k in ("contour", "pause", "rate", "loudness")]
+    va, aa = face_phrases(attrs), voice_phrases(attrs)
     _, kind, other = sub
     reason = reason_target(label, attrs, vmeta["mouth_style"], txt._SUBTITLE_NOTES.get(kind, "").format(other=other))
     label_cues = vcues + acues + ([ONSET_PHRASES[attrs["onset"]]] if label in TEMPORAL_PAIR else [])

@@ -288,7 +288,7 @@ def corpus_lines(records: list[Record], evidence: bool = False) -> list[str]:
                 lines.append(text_only(task, r.subtitle, answer, evidence=said))
         if values:
             rng = np.random.default_rng(zlib.crc32(r.id.encode()))
-            _, drawn, targets = counterfactual(r.label, r.meta.get("mouth_style", ""), rng)
+            _, drawn, targets = counterfactual(r.label, r.meta["mouth_style"], rng)
             lines += [text_only(task, None, targets[task], evidence=said_attributes(drawn))
                       for task in COUNTERFACTUAL_TASKS if task in r.targets]
     return lines
