@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from emo_edge.data.synth_v2 import ATTRIBUTES, ONSET_PHRASES, TEMPORAL_PAIR, reason_target
+from emo_edge.data.synth_v2 import ATTRIBUTES, ONSET_PHRASES, PAIR_LABEL, TEMPORAL_PAIR, reason_target
 from emo_edge.model.mllm import load_llm
 from emo_edge.model.tokenizer import Tokenizer
 from emo_edge.prompts import PREFIX, suffix
@@ -44,7 +44,6 @@ def main() -> None:
     pair = [r for r in recs if r["label"] in TEMPORAL_PAIR][: a.n // 2]
     other = [r for r in recs if r["label"] not in TEMPORAL_PAIR][: a.n // 2]
     rng = np.random.default_rng(a.seed)
-    label_of = {onset: lab for lab, onset in TEMPORAL_PAIR.items()}
     named: dict[str, list[bool]] = {x.name: [] for x in ATTRIBUTES}
     onset_said, label_follows = [], []
     for r in pair + other:
@@ -55,10 +54,10 @@ def main() -> None:
             if not (x.name == "onset" and r["label"] in TEMPORAL_PAIR):
                 named[x.name].append(x.phrases[values[x.name]] in reason)
         if r["label"] in TEMPORAL_PAIR:
-            full = reason_target(label_of[values["onset"]], values, r["meta"]["mouth_style"])
+            full = reason_target(PAIR_LABEL[values["onset"]], values, r["meta"]["mouth_style"])
             rest = greedy(lm, tok, prompt + " " + full[: full.index(". A ") + 1], 30).lower()
             onset_said.append(rest.strip().startswith(ONSET_PHRASES[values["onset"]]))
-            label_follows.append(rest.strip().rstrip(".").endswith(label_of[values["onset"]]))
+            label_follows.append(rest.strip().rstrip(".").endswith(PAIR_LABEL[values["onset"]]))
     print(f"{a.llm}: reasons naming the said value (n={len(pair) + len(other)}, the onset n={len(other)})")
     print("  " + ", ".join(f"{k} {np.mean(v):.2f}" for k, v in named.items()))
     print(f"  worried/surprise (n={len(pair)}): onset sentence says the said onset {np.mean(onset_said):.2f}, "

@@ -58,6 +58,7 @@ AUDIO_FAMILY: dict[str, str] = {
     "angry": "aroused",
 }
 TEMPORAL_PAIR: dict[str, str] = {"surprise": "sudden", "worried": "slow"}  # onset decides within (raised, high)
+PAIR_LABEL: dict[str, str] = {onset: label for label, onset in TEMPORAL_PAIR.items()}  # the pair's label by onset
 assert len({(VISUAL_FAMILY[lab], AUDIO_FAMILY[lab], TEMPORAL_PAIR.get(lab)) for lab in LABELS}) == len(LABELS)
 
 # v2 prosody families: no rate or loudness *cue* is label-derived any more (those are attributes);
@@ -418,7 +419,7 @@ def counterfactual(label: str, mouth_style: str, rng: np.random.Generator) -> tu
     that say them learns to take its reason's attributes, and the temporal pair's label, from those words."""
     values = {a.name: str(rng.choice(sorted(a.phrases))) for a in ATTRIBUTES}
     if label in TEMPORAL_PAIR:
-        label = {onset: lab for lab, onset in TEMPORAL_PAIR.items()}[values["onset"]]
+        label = PAIR_LABEL[values["onset"]]
     reason = reason_target(label, values, mouth_style)
     return label, values, {"emotion": label, "reason": reason, "think": think_target(reason, label)}
 
