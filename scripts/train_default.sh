@@ -3,7 +3,7 @@
 # (seed 0), train the edge-small preset (seed 0) through stages 0, 1, 2, then a second pass from that run's
 # perception (a second isolated encoder warm-up of REFINE_STEPS, then stages 1 and 2 again with the first pass's
 # stage-0 LM and fresh adapters and LoRA), and copy the second pass into the package; `bash
-# scripts/measure_default.sh` then measures it. About 165 minutes on 2 CPU cores (first pass ~100, second ~65).
+# scripts/measure_default.sh` then measures it. About 160 minutes on 2 CPU cores (first pass ~100, second ~61).
 # The shipped run 10 is such a second pass over run 9 (itself run 7's perception under run 9's stage 0);
 # emo_edge/default/meta.json, `provenance`; docs/synthemo-v2-training.md.
 set -euo pipefail
