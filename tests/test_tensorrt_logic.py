@@ -87,10 +87,26 @@ def test_ort_provider_options_per_stage(tmp_path):
         ort_trt_provider_options(nano, tmp_path, "decoder")
 
 
-def test_availability_is_a_bool_with_a_reason():
+def test_availability_is_a_bool_with_a_reason(monkeypatch):
+    import emo_edge.runtime.tensorrt as rt
+
+    def missing():
+        raise ImportError("tensorrt is not installed: test")
+
+    # each of the three cases, whatever this machine has
+    monkeypatch.setattr(rt, "_tensorrt", missing)
+    assert rt.tensorrt_unavailable_reason() == "tensorrt is not installed: test" and not rt.tensorrt_available()
+    monkeypatch.setattr(rt, "_tensorrt", lambda: object())
+    monkeypatch.setattr(rt, "gpu_count", lambda: 0)
+    assert "no NVIDIA GPU" in rt.tensorrt_unavailable_reason() and not rt.tensorrt_available()
+    monkeypatch.setattr(rt, "gpu_count", lambda: 1)
+    assert rt.tensorrt_unavailable_reason() is None and rt.tensorrt_available()
+    monkeypatch.undo()
+    # and this machine's answer: without the tensorrt package the reason says how to get it
     reason = tensorrt_unavailable_reason()
     assert tensorrt_available() is (reason is None)
-    assert reason is None or "tensorrt" in reason
+    if importlib.util.find_spec("tensorrt") is None:
+        assert reason is not None and "pip install tensorrt" in reason and "JetPack" in reason
 
 
 def test_lazy_parts_say_what_is_missing(tmp_path):
