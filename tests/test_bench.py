@@ -242,12 +242,21 @@ def tiny_bundle(tiny_ckpt, synth_dir, tmp_path_factory):
     return root / "b"
 
 
+def weighted_f1(truth: list[str], pred: list[str | None]) -> float:
+    """Support-weighted F1 over the true labels (an unparsed answer is wrong), written out here."""
+    total = 0.0
+    for c in set(truth):
+        tp = sum(t == c and q == c for t, q in zip(truth, pred, strict=True))
+        total += (2 * tp / (pred.count(c) + truth.count(c))) * truth.count(c)
+    return total / len(truth)
+
+
 def test_bench_end_to_end(tiny_bundle, tiny_ckpt, synth_dir, tmp_path):
     from emo_edge.bench.report import main
     from emo_edge.bench.runner import BenchConfig, run_bench
 
     cfg = BenchConfig(tiny_bundle, synth_dir, tmp_path / "out", str(tiny_ckpt), threads=1,
-                      reps=Reps(warmup=1, min_reps=2, min_seconds=0.0, max_reps=2), rounds=2, clips=1, eval_clips=4,
+                      reps=Reps(warmup=1, min_reps=2, min_seconds=0.0, max_reps=2), rounds=2, clips=1, eval_clips=12,
                       decode_tokens=4, answer_tokens=8, isolate=False, progress=False, peaks=False)
     r = run_bench(cfg, command="emo-edge bench (test)")
     saved = json.loads((tmp_path / "out" / "results.json").read_text())
@@ -266,7 +275,18 @@ def test_bench_end_to_end(tiny_bundle, tiny_ckpt, synth_dir, tmp_path):
     assert llm["stages"]["decode_per_token"]["tok_s"] > 0 and set(llm["budget_prefill"]) == set(
         x["budget"] for x in r["budget_sweep"])
     sweep = {x["budget"]: x for x in r["budget_sweep"]}
-    assert sweep["paper-448"]["llm_waf"] is None and 0.0 <= sweep["trained"]["llm_waf"] <= 1.0
+    assert sweep["paper-448"]["llm_waf"] is None
+    # the scores are those of the test split's 12 clips' own labels and answers (recomputed here, not by the bench's
+    # metrics code); on all 12 the tiny model's head, near constant, is right once, so its WAF is not 0 (shown to
+    # fail with the head's WAF swapped for its accuracy, and with the truth read off by one clip)
+    ev = r["evaluation"]
+    first = [json.loads(line) for line in (synth_dir / "test.jsonl").read_text().splitlines() if line.strip()]
+    assert ev["ids"] == [x["id"] for x in first] and ev["truth"] == [x["label"] for x in first]
+    answers = ev["llm_waf"]["trained"]["answers"]
+    assert len(answers) == 12 and sweep["trained"]["llm_waf"] == pytest.approx(weighted_f1(ev["truth"], answers))
+    assert set(ev["head_labels"]) == set(ev["head_waf"]) == {"fp32", "int8"}
+    for prec, labels in ev["head_labels"].items():
+        assert len(labels) == 12 and ev["head_waf"][prec] == pytest.approx(weighted_f1(ev["truth"], labels)), prec
     assert len(r["targets"]) == 5
     for t in r["targets"]:  # every backend ran here, so every target is measured and judged by its goal's side
         at_most = "<=" in t["target"] or "within" in t["target"]

@@ -172,7 +172,8 @@ def stream_keep(trained: dict[str, int], budget: dict[str, int]) -> np.ndarray |
 def evaluate(bundle: Any, data: Any, n: int, budgets: dict[str, dict[str, int]], threads: int,
              progress: bool = False) -> dict[str, Any]:
     """Head WAF per perception precision, and LLM WAF per budget (streams masked out at inference time, as a
-    missing modality is), on the first `n` test clips. Torch-free."""
+    missing modality is), on the first `n` test clips, with the per-clip labels the scores count (`truth`,
+    `head_labels` per precision, each budget's `answers`). Torch-free."""
     from emo_edge.data.features import load_features
     from emo_edge.data.schema import find_split
     from emo_edge.eval.metrics import classification_report
@@ -186,12 +187,12 @@ def evaluate(bundle: Any, data: Any, n: int, budgets: dict[str, dict[str, int]],
     m = bundle.manifest
     fs = load_features(find_split(data, "test"), m.model.frontend, limit=n, progress=progress)
     truth, present = [r.label for r in fs.records], np.ones((len(fs), 3), np.float32)
-    head, outs = {}, {}
+    head, head_labels, outs = {}, {}, {}
     for prec, entry in m.perception.items():
         rt = OrtPerception(bundle.root / entry.dir, providers=["CPUExecutionProvider"], threads=threads)
         outs[prec] = {k: np.concatenate(v) for k, v in _batched(rt, fs, present).items()}
-        labels = [LABELS[i] for i in outs[prec]["logits"].argmax(-1)]
-        head[prec] = classification_report(truth, labels, LABELS)["waf"]
+        head_labels[prec] = [LABELS[i] for i in outs[prec]["logits"].argmax(-1)]
+        head[prec] = classification_report(truth, head_labels[prec], LABELS)["waf"]
     deploy, quant = m.perception_entry, m.default_quant
     lm = LlamaCppLM(bundle.root / m.llm.files[quant], n_ctx=m.target.llm.n_ctx, n_threads=threads,
                     lora=llm_adapter(bundle.root, m))
@@ -210,9 +211,11 @@ def evaluate(bundle: Any, data: Any, n: int, budgets: dict[str, dict[str, int]],
                                        m.prompt["evidence"]) if m.prompt.get("evidence") else ""
             answers.append(parse_label(lm.answer(tok, mask, suffix("emotion", r.subtitle, evidence=said),
                                                  max_new_tokens=8)))
-        llm[name] = {"waf": classification_report(truth, answers, LABELS)["waf"], "tokens": int(keep.sum())}
+        llm[name] = {"waf": classification_report(truth, answers, LABELS)["waf"], "tokens": int(keep.sum()),
+                     "answers": answers}
     lm.close()
-    return {"n_clips": len(fs), "split": "test", "head_waf": head, "llm_waf": llm, "llm": f"llama.cpp-{quant}",
+    return {"n_clips": len(fs), "split": "test", "ids": [r.id for r in fs.records], "truth": truth,
+            "head_waf": head, "head_labels": head_labels, "llm_waf": llm, "llm": f"llama.cpp-{quant}",
             "perception": f"ort-cpu-{deploy}"}
 
 
