@@ -280,8 +280,8 @@ def test_bench_end_to_end(tiny_bundle, tiny_ckpt, synth_dir, tmp_path):
     # metrics code); on all 12 the tiny model's head, near constant, is right once, so its WAF is not 0 (shown to
     # fail with the head's WAF swapped for its accuracy, and with the truth read off by one clip)
     ev = r["evaluation"]
-    first = [json.loads(line) for line in (synth_dir / "test.jsonl").read_text().splitlines() if line.strip()]
-    assert ev["ids"] == [x["id"] for x in first] and ev["truth"] == [x["label"] for x in first]
+    clips = [json.loads(line) for line in (synth_dir / "test.jsonl").read_text().splitlines() if line.strip()]
+    assert ev["ids"] == [x["id"] for x in clips] and ev["truth"] == [x["label"] for x in clips]
     answers = ev["llm_waf"]["trained"]["answers"]
     assert len(answers) == 12 and sweep["trained"]["llm_waf"] == pytest.approx(weighted_f1(ev["truth"], answers))
     assert set(ev["head_labels"]) == set(ev["head_waf"]) == {"fp32", "int8"}
