@@ -6,7 +6,8 @@ faces on /humans/faces/tracked ("small", "big") with their ROIs.
 
     python tests/ros_hri_publisher.py JSONL N_CLIPS --transcribed 0 [--audio-type audio_data_stamped]
 
-Prints the schedule (id, label, start, end, transcript) as JSON on the last line.
+Prints {"schedule": [{id, label, start, end, transcript}, ...], "sent": {frames, audio_chunks}, "played": [first
+stamp, end]} as JSON on the last line.
 """
 
 from __future__ import annotations
@@ -24,6 +25,8 @@ from rclpy.qos import QoSProfile, qos_profile_sensor_data
 from std_msgs.msg import String
 
 from emo_edge.audio import SAMPLE_RATE
+
+LEAD_S = 1.5  # s of the first frame and silence before the first clip
 
 FACES = {"small": (0.1, 0.1, 0.2, 0.25), "big": (0.4, 0.2, 0.8, 0.9)}  # normalised xmin, ymin, xmax, ymax
 
@@ -97,7 +100,7 @@ def main() -> None:
     try:
         node.wait_for_subscribers(120)
         held = clips[0]["frames"][0]
-        node.play(lambda rel: held, np.zeros(0, np.float32), 1.5)
+        first = node.play(lambda rel: held, np.zeros(0, np.float32), LEAD_S)
         schedule = []
         for i, c in enumerate(clips):
             text = f"{subtitles[i]} (clip {i})" if i in args.transcribed else None
@@ -109,7 +112,7 @@ def main() -> None:
             schedule.append({"id": c["id"], "label": c["label"], "start": t0, "end": t0 + seconds, "transcript": text})
             last = frames[-1]
             node.play(lambda rel, f=last: f, np.zeros(0, np.float32), args.gap_s)
-        print(json.dumps(schedule), flush=True)
+        print(json.dumps({"schedule": schedule, "sent": node.sent, "played": [first, node.now()]}), flush=True)
     finally:
         node.destroy_node()
         rclpy.try_shutdown()

@@ -122,15 +122,18 @@ def test_audio_ring_wraps_pads_gaps_and_reads_by_time():
     ring = AudioRing(rate=100, seconds=1.0)  # 100 samples
     for i in range(15):  # 1.5 s of a ramp in 0.1 s chunks: wraps around once
         ring.push(i * 0.1, np.arange(i * 10, i * 10 + 10, dtype=np.float32))
-    assert ring.written == 150 and ring.t_end == pytest.approx(1.5)
+    assert ring.written == 150 and ring.t_end == pytest.approx(1.5) and ring.gaps == 0
     np.testing.assert_array_equal(ring.window(1.0, 5), [100, 101, 102, 103, 104])
     np.testing.assert_array_equal(ring.read(40, 45), np.zeros(5))  # overwritten: zeros, not stale data
     ring.push(2.0, np.full(10, 7, np.float32))  # 0.5 s gap -> 50 samples of silence first
-    assert ring.written == 150 + 50 + 10
+    assert ring.written == 150 + 50 + 10 and ring.gaps == 1 and ring.gap_samples == 50
     np.testing.assert_array_equal(ring.window(1.45, 10), [145, 146, 147, 148, 149, 0, 0, 0, 0, 0])
     np.testing.assert_array_equal(ring.window(2.0, 10), np.full(10, 7))
     with pytest.raises(StreamInputError, match="before the previous"):
         ring.push(1.9, np.zeros(10, np.float32))
+    ring.push(2.15, np.zeros(10, np.float32))  # 0.05 s late: jitter, appended back to back, no gap
+    ring.push(4.0, np.zeros(10, np.float32))  # 1.75 s missing, more than the buffer: the fill is capped, the count not
+    assert ring.gaps == 2 and ring.gap_samples == 50 + 175 and ring.written == 210 + 10 + 100 + 10
 
 
 def test_resample_frames_evens_out_bursts_and_drops():

@@ -102,6 +102,8 @@ class AudioRing:
         self.written = 0  # samples appended since the start (absolute index of the next sample)
         self.t_end: float | None = None  # clock time just after the last sample
         self._last_stamp: float | None = None
+        self.gaps = 0  # gaps filled with silence (chunks that never arrived, or a paused source)
+        self.gap_samples = 0  # samples missing across those gaps (each fill itself is capped at the buffer)
 
     def push(self, t: float, samples: np.ndarray) -> None:
         """Append a chunk whose first sample was captured at clock time t."""
@@ -109,7 +111,10 @@ class AudioRing:
             raise StreamInputError("time_backwards", f"audio stamp {t:.3f} s is before the previous one "
                                                      f"({self._last_stamp:.3f} s); chunk dropped")
         if self.t_end is not None and t - self.t_end > AUDIO_GAP_S:
-            self._append(np.zeros(min(int(round((t - self.t_end) * self.rate)), self.capacity), np.float32))
+            fill = int(round((t - self.t_end) * self.rate))
+            self.gaps += 1
+            self.gap_samples += fill
+            self._append(np.zeros(min(fill, self.capacity), np.float32))
         self._append(np.asarray(samples, dtype=np.float32))
         self._last_stamp, self.t_end = t, t + len(samples) / self.rate
 

@@ -491,6 +491,7 @@ class StreamRuntime:
             with self._lock:
                 self.frames.push(t, small)
                 self._last_frame_at = self.clock()
+                self.counts["frames"] += 1
         self.rates["frames"].tick(self._last_frame_at)
 
     def push_audio(self, t: float, samples: np.ndarray, rate: int) -> None:
@@ -503,6 +504,7 @@ class StreamRuntime:
             with self._lock:
                 self.audio.push(t, x)
                 self._last_audio_at = self.clock()
+                self.counts["audio_chunks"] += 1
         self.rates["audio"].tick(self._last_audio_at)
 
     def push_transcript(self, t: float, text: str) -> None:
@@ -897,7 +899,8 @@ class StreamRuntime:
         now = self.clock() if now is None else now
         with self._lock:
             buffers = {"frames": len(self.frames), "audio_s": min(self.audio.written, self.audio.capacity)
-                       / self.audio.rate}
+                       / self.audio.rate, "audio_gaps": self.audio.gaps,
+                       "audio_gap_s": round(self.audio.gap_samples / self.audio.rate, 3)}
         video, audio = self.fresh(now)
         return {
             "rates_hz": {k: round(m.rate(now), 3) for k, m in self.rates.items()},

@@ -171,6 +171,8 @@ class EmotionNode(LifecycleNode):
             raise ValueError("parameter 'bundle' is required: an exported emo-edge bundle directory")
         if p["diagnostics_hz"] <= 0:
             raise ValueError(f"parameter diagnostics_hz must be > 0, got {p['diagnostics_hz']}")
+        if p["audio_queue_depth"] < 1:
+            raise ValueError(f"parameter audio_queue_depth must be >= 1 (chunks), got {p['audio_queue_depth']}")
         from_flat({k: p[k] for k in SETTINGS})  # a bad stream setting fails configure, naming it
         if p["input"] == "topics":  # an input type whose interface package is missing fails configure, naming it
             self._audio_types(p["audio_type"])
@@ -248,12 +250,17 @@ class EmotionNode(LifecycleNode):
     def _audio_subscriptions(self, audio_type: str) -> list[Any]:
         guard, sub = self.errors.guard, self.create_subscription
         audio, info = self._audio_types(audio_type)
+        # best effort + volatile matches any publisher's QoS. Unlike frames (the newest matter), every audio chunk
+        # counts: with the sensor-data depth of 5, a publisher catching up in a burst of 20 ms chunks, or callbacks
+        # held up for 100 ms, lose audio (the ring fills the hole with silence: buffers.audio_gaps)
+        audio_qos = QoSProfile(depth=self.p["audio_queue_depth"], reliability=qos_profile_sensor_data.reliability,
+                               durability=qos_profile_sensor_data.durability, history=qos_profile_sensor_data.history)
         if info is None:
-            return [sub(audio, "audio", guard("audio", self._on_audio), qos_profile_sensor_data)]
+            return [sub(audio, "audio", guard("audio", self._on_audio), audio_qos)]
         on_audio = self._on_audio_stamped if audio_type == "audio_data_stamped" else self._on_audio_data
-        # best effort + volatile matches any publisher's QoS; AudioInfo is expected to be repeated
+        # AudioInfo is expected to be repeated
         return [sub(info, "audio_info", guard("audio_info", self._on_audio_info), qos_profile_sensor_data),
-                sub(audio, "audio", guard("audio", on_audio), qos_profile_sensor_data)]
+                sub(audio, "audio", guard("audio", on_audio), audio_qos)]
 
     def _transcript_subscription(self, kind: str) -> Any:
         if kind == "live_speech":

@@ -35,6 +35,9 @@ NODE_PARAMS: dict[str, tuple[Any, str]] = {
                             "'audio_info'"),
     "transcript_type": ("string", "recognised speech on 'transcript': string (std_msgs/String, stamped on arrival), "
                                   "live_speech (hri_msgs/LiveSpeech, its final text) or off"),
+    "audio_queue_depth": (100, "chunks the audio subscription holds while the node's callbacks are busy (best "
+                                "effort, keep last): a publisher's burst or a busy executor of up to this many "
+                                "chunks loses no audio (100: 1 s of 10 ms chunks, 2 s of 20 ms ones)"),
     "camera": ("0", "input=capture: camera index, video file or stream URL (OpenCV)"),
     "mic": ("default", "input=capture: PortAudio input device name or index, or 'default'"),
     "stamp_source": ("header", "header (use the messages' capture stamps) or arrival (stamp on receipt)"),

@@ -155,6 +155,7 @@ class ClipPlayer(Node):
             self.image_pub = self.create_publisher(img_type, img_topic, qos_profile_sensor_data)
             self.audio_pub = self.create_publisher(AudioChunk, "audio", qos_profile_sensor_data)
         self.img_type = img_type
+        self.sent = {"frames": 0, "audio_chunks": 0}  # what play() has published (or written to the bag)
         self._virtual = self.get_clock().now().nanoseconds * 1e-9  # s, the bag's clock (it starts now)
 
     def now(self) -> float:
@@ -212,12 +213,14 @@ class ClipPlayer(Node):
             self.wait_until(t0 + rel)
             if kind == 0:
                 self.publish_frame(t0 + rel, frames_at(rel))
+                self.sent["frames"] += 1
             else:
                 k = int(round(rel * RATE))
                 chunk = np.zeros(self.chunk, np.float32)
                 part = wave[k:k + self.chunk]
                 chunk[:len(part)] = part
                 self.publish_audio(t0 + rel, chunk)
+                self.sent["audio_chunks"] += 1
         self.wait_until(t0 + seconds)
         return t0
 
@@ -297,10 +300,13 @@ def main(argv: list[str] | None = None) -> None:
         if args.bag:
             play_bag(node, args.bag, args.bag_image_topic, args.bag_audio_topic)
         else:
-            schedule = play_clips(node, group_clips(load_clips(args), args.join, args.inner_pause_s), args.gap_s,
-                                  args.lead_s)
+            clips = group_clips(load_clips(args), args.join, args.inner_pause_s)
+            first = node.now()
+            schedule = play_clips(node, clips, args.gap_s, args.lead_s)
             if args.schedule:
                 args.schedule.write_text(json.dumps(schedule, indent=1))
+            # what went out and when (its first and last stamps): a subscriber can check it lost nothing
+            print(json.dumps({"sent": node.sent, "played": [first, node.now()]}), flush=True)
     except KeyboardInterrupt:
         pass
     finally:
