@@ -66,7 +66,10 @@ def test_replay_summary_by_hand():
                       {"received": 104.0, "stamp": 102.0, "utterance_id": 1, "done": True, "chars": 20}],
         "diagnostics": [{"received": 101.0, "values": {"rates_hz.frames": "0.0", "rates_hz.audio": "0.0"}},
                         {"received": 102.0, "values": {"rates_hz.frames": "30.0", "rates_hz.audio": "50.0"}},
-                        {"received": 103.0, "values": {"rates_hz.frames": "29.0", "rates_hz.audio": "48.0"}}],
+                        {"received": 103.0, "values": {"rates_hz.frames": "29.0", "rates_hz.audio": "48.0",
+                                                       "counts.frames": "88", "counts.audio_chunks": "149",
+                                                       "buffers.audio_gaps": "1", "buffers.audio_gap_s": "0.12"}},
+                        {"received": 104.0, "values": {"rates_hz.frames": "0.0", "rates_hz.audio": "0.0"}}],
     }
     r = replay_summary(timings, warmup_s=1.0)
     assert r["states_in_warmup"] == 1 and r["duration_s"] == pytest.approx(4.0)  # to the last output
@@ -84,9 +87,12 @@ def test_replay_summary_by_hand():
     assert r["reasoning"]["reasoning_done_ms"]["p50_ms"] == pytest.approx(2000.0)
     rates = r["rates_hz"]
     assert rates["head_states"] == pytest.approx(4 / 4.0)  # 4 head states over 100.0 .. 104.0 s
-    assert rates["reasoning_messages"] == pytest.approx(3 / 4.0) and rates["diagnostics"] == pytest.approx(3 / 4.0)
+    assert rates["reasoning_messages"] == pytest.approx(3 / 4.0) and rates["diagnostics"] == pytest.approx(4 / 4.0)
+    # the counts come from the last diagnostics that has them (the one after them, from an older node, has none)
+    assert r["inputs"] == {"frames_received": 88, "audio_chunks_received": 149, "audio_gaps": 1, "audio_gap_s": 0.12}
     assert rates["input_frames"] == pytest.approx(29.5) and rates["input_audio_chunks"] == pytest.approx(49.0)
     md = replay_markdown(r)
+    assert "| audio chunks | - | 149 |" in md and "silence: 1 (0.12 s)" in md, md
     assert "| head state: window end -> received (`state_e2e_ms`) | 3 | 100.00 / 190.00 / 198.00 |" in md, md
     assert "| head state (sliding-window): window end -> received | 2 | 100.00 / 100.00 / 100.00 |" in md, md
     with pytest.raises(ValueError, match="no emotion state"):
@@ -147,6 +153,12 @@ def test_bench_bag_end_to_end(default_bundle, tmp_path):
     assert 3.0 <= rates["head_states"] <= 5.0 and 20 <= rates["input_frames"] <= 35, rates
     md = (out / "results.md").read_text()
     assert "## ROS 2 replay" in md and "state_e2e_ms" in md
+    # every audio chunk of the bag reached the node's stream, none was filled in with silence
+    inputs = r["inputs"]
+    assert inputs["audio_chunks_in_bag"] == counts["/audio"] and inputs["frames_in_bag"] == counts["/image"], inputs
+    assert counts["/audio"] >= inputs["audio_chunks_received"] >= 0.98 * counts["/audio"], inputs
+    assert inputs["audio_gaps"] == 0 and 0.5 * counts["/image"] <= inputs["frames_received"] <= counts["/image"], inputs
+    assert f"| audio chunks | {counts['/audio']} | {inputs['audio_chunks_received']} |" in md
     # per utterance from the VAD's end of speech: each clip answered, early, and once finally
     u = r["utterances"]
     assert u["n"] >= 1 and u["answered_early"] >= 1 and u["finals_per_utterance"] in ([1], [2], [1, 2]), u

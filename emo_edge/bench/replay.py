@@ -15,6 +15,8 @@ so they can be unit-tested:
     reasoning_done_ms    an utterance's window end -> its Reasoning message with done = true received
     rates_hz             messages per second on each output, averaged over the replay (first state's window end
                          to the last output); the input rates the node reported on /diagnostics while fed
+    inputs               frames and audio chunks in the bag and those the node's stream accepted (its last
+                         /diagnostics), and the gaps its audio ring filled with silence: what was lost on the way
     utterances           per utterance, from the VAD's end of speech (EmotionState.speech_end) to what the
                          subscriber received: label_ms (the first head state that stood: a provisional one later
                          confirmed, or the final one), provisional_ms / final_ms (head), llm_label_ms,
@@ -225,7 +227,38 @@ def replay_summary(timings: dict[str, list[dict[str, Any]]], warmup_s: float) ->
         "input_frames": _diag_rate(diags, "rates_hz.frames"),
         "input_audio_chunks": _diag_rate(diags, "rates_hz.audio"),
     }
+    out["inputs"] = inputs_received(diags)
     return out
+
+
+def inputs_received(diagnostics: list[dict[str, Any]]) -> dict[str, Any]:
+    """What the node's stream accepted over the replay, from its last /diagnostics: frames, audio chunks, and the
+    gaps its audio ring filled with silence (chunks lost on the way, or a source that paused)."""
+    last = next((d["values"] for d in reversed(diagnostics) if "counts.audio_chunks" in d["values"]
+                 or "counts.frames" in d["values"]), None)
+    if last is None:
+        return {}
+    return {"frames_received": int(last.get("counts.frames", 0)),
+            "audio_chunks_received": int(last.get("counts.audio_chunks", 0)),
+            "audio_gaps": int(last.get("buffers.audio_gaps", 0)),
+            "audio_gap_s": float(last.get("buffers.audio_gap_s", 0.0))}
+
+
+def bag_message_counts(bag: Path, topics: dict[str, str]) -> dict[str, int]:
+    """Messages per topic in an MCAP bag, named by `topics` (name -> topic): from its summary when it has one."""
+    from mcap.reader import make_reader
+
+    with Path(bag).open("rb") as f:
+        reader = make_reader(f)
+        summary = reader.get_summary()
+        if summary is not None and summary.statistics is not None:
+            by_topic = {c.topic: summary.statistics.channel_message_counts.get(i, 0)
+                        for i, c in summary.channels.items()}
+        else:
+            by_topic = {}
+            for _, channel, _ in reader.iter_messages():
+                by_topic[channel.topic] = by_topic.get(channel.topic, 0) + 1
+    return {name: by_topic.get(topic, 0) for name, topic in topics.items()}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -317,6 +350,8 @@ def run_replay(cfg: ReplayConfig, command: str | None = None) -> dict[str, Any]:
     timings = replay(cfg, work, ros_environment(cfg.ros_setup))
     (work / "timings.json").write_text(json.dumps(timings))
     results["ros2_replay"] = replay_summary(timings, cfg.warmup_s)
+    results["ros2_replay"]["inputs"].update(bag_message_counts(cfg.bag, {"frames_in_bag": cfg.image_topic,
+                                                                         "audio_chunks_in_bag": cfg.audio_topic}))
     results["machine"]["load_after"] = _load()
     write_replay_outputs(results, Path(cfg.out))
     return results

@@ -293,7 +293,17 @@ def replay_markdown(replay: dict[str, Any]) -> str:
         f"are warm-up and not counted ({replay['states_in_warmup']}). Times are on the node's clock; `received` is "
         "when the recorder process got the message.", "",
         table(["latency", "n", "p50 / p95 / p99 ms"], rows), "",
-        table(["rate", "Hz"], rates), "", _utterances_md(replay)])
+        table(["rate", "Hz"], rates), "", _inputs_md(replay.get("inputs", {})), _utterances_md(replay)])
+
+
+def _inputs_md(inputs: dict[str, Any]) -> str:
+    """The bag's input against what the node's stream accepted ('' when the node reported no counts)."""
+    if "audio_chunks_received" not in inputs:
+        return ""
+    rows = [[what, str(inputs.get(f"{key}_in_bag", "-")), str(inputs[f"{key}_received"])]
+            for key, what in (("frames", "frames"), ("audio_chunks", "audio chunks"))]
+    return (table(["input", "in the bag", "accepted by the node's stream"], rows) + "\n\n"
+            f"Audio gaps filled with silence: {inputs['audio_gaps']} ({inputs['audio_gap_s']:.2f} s).\n")
 
 
 UTTERANCE_ROWS = (("label_ms", "the first head label that stood (early, or final)"),
