@@ -589,3 +589,22 @@ def test_the_bundle_target_profiles_runtime_section_reaches_the_stream(default_b
         assert st["llm_threads"] == 1 and st["llm_pause_for_fast"] is False
     finally:
         b.close()
+
+
+def test_a_stream_opens_the_models_sessions_before_any_input(default_bundle):
+    """Perception (and the LLM, when the slow path is on) open when the stream is made, not on its first window:
+    opened there, perception held the interpreter for ~0.6 s (importing onnx, merging the graphs) and the ROS node's
+    audio queue overflowed meanwhile (27 chunks lost at start-up)."""
+    from emo_edge.runtime.bundle import load_bundle
+    from emo_edge.runtime.pipeline import EmotionRuntime
+
+    for slow in ("off", "utterance"):
+        b = load_bundle(default_bundle)
+        try:
+            assert b._perception is None and b._llm is None  # the bundle itself opens them on first use
+            st = StreamRuntime(EmotionRuntime(b), b.frontend, StreamConfig(vad="energy", slow=slow))
+            assert b._perception is not None and (b._llm is not None) == (slow != "off")
+            assert set(st.load_s) == ({"perception_s"} if slow == "off" else {"perception_s", "llm_s"})
+            assert all(v > 0 for v in st.load_s.values()), st.load_s
+        finally:
+            b.close()

@@ -4,6 +4,7 @@ llama.cpp with the multimodal tokens injected as embeddings for the slow path.""
 from __future__ import annotations
 
 import dataclasses
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -41,6 +42,21 @@ class EmotionRuntime:
         if self.evidence_template and not self.attributes:
             raise ValueError(f"{bundle.root}: the manifest's prompt has evidence but names no attributes "
                              "(re-export the bundle)")
+
+    def load(self, llm: bool = True) -> dict[str, float]:
+        """Open the perception session, and the LLM when `llm`, now instead of on first use; returns the seconds
+        each took. A live stream loads before its input flows: opened on the first window, perception held the
+        interpreter for about 0.6 s (importing onnx, merging the graphs), long enough for a ROS subscription's
+        queue to overflow while its callbacks waited."""
+        took = {}
+        t = time.perf_counter()
+        _ = self.bundle.perception
+        took["perception_s"] = time.perf_counter() - t
+        if llm:
+            t = time.perf_counter()
+            _ = self.bundle.llm
+            took["llm_s"] = time.perf_counter() - t
+        return took
 
     def perceive(self, image: np.ndarray, frames: np.ndarray, mel: np.ndarray, present: np.ndarray) -> dict[str, Any]:
         """Fast path for B clips: head label, scores, valence/arousal, the LLM tokens, and with an attribute head

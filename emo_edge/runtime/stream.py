@@ -449,6 +449,8 @@ class StreamRuntime:
             raise ValueError(f"stream.buffer_s={self.cfg.buffer_s} is shorter than the {self.window_s} s window")
         pause = {"profile": None, "on": True, "off": False}[self.cfg.llm_pause_for_fast]
         self.pause_for_fast = runtime_setting(pause, runtime, "llm_pause_for_fast", True)
+        # the model's sessions open here, before any input: opened by the first window they would stall the callbacks
+        self.load_s: dict[str, float] = runtime.load(self.cfg.slow != "off") if hasattr(runtime, "load") else {}
         self.llm_threads = runtime_setting(self.cfg.llm_threads, runtime, "llm_threads", None)
         if self.llm_threads is not None and self.cfg.slow != "off" and hasattr(runtime, "set_llm_threads"):
             runtime.set_llm_threads(self.llm_threads)

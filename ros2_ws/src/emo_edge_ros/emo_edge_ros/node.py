@@ -96,8 +96,10 @@ class EmotionNode(LifecycleNode):
         self.diag_pub = self.create_lifecycle_publisher(DiagnosticArray, "/diagnostics", 10)
         self._pubs = [self.state_pub, self.reason_pub, self.diag_pub]
         self._start_hri(p)
-        self.get_logger().info(f"configured: bundle {p['bundle']} loaded ({self.bundle.precision}, {self.bundle.quant})"
-                               f"; input={p['input']}, fast_hz={p['fast_hz']}, vad={p['vad']}, slow={p['slow']}")
+        took = ", ".join(f"{k.removesuffix('_s')} {v:.2f} s" for k, v in self.stream.load_s.items())
+        self.get_logger().info(f"configured: bundle {p['bundle']} loaded ({self.bundle.precision}, "
+                               f"{self.bundle.quant}; opened: {took}); input={p['input']}, fast_hz={p['fast_hz']}, "
+                               f"vad={p['vad']}, slow={p['slow']}")
         return super().on_configure(state)
 
     def on_activate(self, state: LifecycleState) -> TransitionCallbackReturn:
