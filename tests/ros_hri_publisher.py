@@ -47,7 +47,6 @@ class HriPlayer(ClipPlayer):
         self.tracked_pub = self.create_publisher(IdsList, "/humans/faces/tracked", QoSProfile(depth=10))
         self.roi_pubs = {f: self.create_publisher(NormalizedRegionOfInterest2D, f"/humans/faces/{f}/roi",
                                                   qos_profile_sensor_data) for f in FACES}
-        self.frames_sent = 0
 
     def publish_text(self, text: str) -> None:
         """String; or LiveSpeech: an incremental result (no final text: ignored by the node), then the final one."""
@@ -71,7 +70,7 @@ class HriPlayer(ClipPlayer):
 
     def publish_frame(self, t: float, frame: np.ndarray) -> None:
         super().publish_frame(t, frame)
-        if self.frames_sent % 6 == 0:
+        if self.sent["frames"] % 6 == 0:  # play() counts this frame after publishing it
             self.info_pub.publish(AudioInfo(channels=1, sample_rate=SAMPLE_RATE, sample_format="S16LE",
                                             bitrate=16 * SAMPLE_RATE, coding_format="wave"))
             ids = IdsList(ids=list(FACES))
@@ -81,7 +80,6 @@ class HriPlayer(ClipPlayer):
                 roi = NormalizedRegionOfInterest2D(xmin=x0, ymin=y0, xmax=x1, ymax=y1, c=0.9)
                 roi.header.stamp = s_to_stamp(t)
                 self.roi_pubs[face].publish(roi)
-        self.frames_sent += 1
 
 
 def main() -> None:
